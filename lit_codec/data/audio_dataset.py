@@ -1,0 +1,249 @@
+"""Datasets over audio shards: an endless shuffled training stream and a fixed evaluation set.
+
+Training (:class:`AudioShardStream`): every pass over the data shuffles the
+shard list with the same seed on every rank, deals shards to (rank, worker)
+pairs — or, when there are fewer shards than readers, deals samples instead —
+shuffles samples in a buffer, crops a random ``segment`` of each clip (padding
+short clips, whose true length is kept) and batches inside the worker. The
+stream never ends; :class:`FixedLengthLoader` cuts it into epochs of the same
+number of batches on every rank, so DDP never waits on a rank that ran dry.
+
+Evaluation (:class:`AudioClipDataset`): a map-style dataset of fixed
+center crops read once, in shard order: the same clips and crops every time.
+
+Corrupt shards and samples are skipped with a warning and counted; the count
+travels with each batch (``AudioBatch.skipped``) to the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from lit_codec.data.shards import decode_audio_sample, iter_tar_samples
+
+__all__ = ["AudioBatch", "AudioClipDataset", "AudioShardStream", "FixedLengthLoader", "collate_clips"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioBatch:
+    """A batch of mono clips."""
+
+    audio: torch.Tensor  # (B, 1, T) float32
+    lengths: torch.Tensor  # (B,) int64: samples of real audio; the rest is zero padding
+    keys: list[str] = field(default_factory=list)
+    skipped: int = 0  # corrupt samples skipped by the worker since its previous batch
+
+    def __len__(self) -> int:
+        return self.audio.shape[0]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, 1, T) bool: True where the audio is real."""
+        t = torch.arange(self.audio.shape[-1], device=self.audio.device)
+        return (t[None, :] < self.lengths[:, None])[:, None, :]  # (B, 1, T)
+
+    def pin_memory(self) -> AudioBatch:
+        return AudioBatch(self.audio.pin_memory(), self.lengths.pin_memory(), self.keys, self.skipped)
+
+
+def crop_or_pad(audio: np.ndarray, length: int, offset: int) -> tuple[np.ndarray, int]:
+    """``audio[offset:offset+length]``, zero-padded at the end; returns (clip, real length)."""
+    clip = audio[offset : offset + length]
+    real = len(clip)
+    if real < length:
+        clip = np.pad(clip, (0, length - real))
+    return clip, real
+
+
+def collate_clips(items: Sequence[tuple[str, np.ndarray, int]], skipped: int = 0) -> AudioBatch:
+    """Stack ``(key, clip (T,), length)`` items of equal T into an :class:`AudioBatch`."""
+    audio = torch.from_numpy(np.stack([clip for _, clip, _ in items]))[:, None, :]  # (B, 1, T)
+    lengths = torch.tensor([n for _, _, n in items], dtype=torch.int64)
+    return AudioBatch(audio, lengths, [k for k, _, _ in items], skipped)
+
+
+class _SkipCounter:
+    """Exception handler for webdataset that warns, counts and carries on."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, exc: Exception) -> bool:
+        self.count += 1
+        log.warning("skipping unreadable shard data: %s", exc)
+        return True
+
+
+class AudioShardStream(IterableDataset):
+    """Endless stream of training batches ``AudioBatch(audio (B, 1, segment))``.
+
+    Args:
+        urls: shard URLs (already expanded).
+        sample_rate: the rate every sample must have; others are skipped as corrupt.
+        segment: samples per crop.
+        batch_size: clips per batch (per rank).
+        shuffle_buffer: samples held for shuffling (0: no shuffling).
+        seed: base seed; shard order is shared by all ranks, crops differ per reader.
+        rank, world_size: this process's place among the data-parallel ranks.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        sample_rate: int,
+        segment: int,
+        batch_size: int,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        super().__init__()
+        if not urls:
+            raise ValueError("no training shards")
+        self.urls = list(urls)
+        self.sample_rate = sample_rate
+        self.segment = segment
+        self.batch_size = batch_size
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def _reader(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def _samples(self, reader: int, readers: int, counter: _SkipCounter) -> Iterator[tuple[str, np.ndarray]]:
+        """Decoded clips for this reader, pass after pass, forever."""
+        for epoch in range(10**12):
+            urls = list(self.urls)
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)  # same order on every rank
+            if len(urls) >= readers:
+                mine, keep = urls[reader::readers], None
+            else:  # fewer shards than readers: every reader reads all shards, keeps its share
+                mine, keep = urls, reader
+            yielded = False
+            for i, sample in enumerate(iter_tar_samples(mine, counter)):
+                if keep is not None and i % readers != keep:
+                    continue
+                try:
+                    audio, rate, _ = decode_audio_sample(sample)
+                    if rate != self.sample_rate:
+                        raise ValueError(
+                            f"sample {sample['__key__']} in {sample['__url__']} is {rate} Hz, not {self.sample_rate} Hz"
+                        )
+                except Exception as e:
+                    counter(e)
+                    continue
+                yielded = True
+                yield sample["__key__"], audio
+            if not yielded and epoch > 2:
+                raise RuntimeError(f"no readable samples in {len(mine)} shards such as {mine[0]}")
+
+    def __iter__(self) -> Iterator[AudioBatch]:
+        reader, readers = self._reader()
+        rng = random.Random((self.seed + 1) * 7919 + reader)
+        counter = _SkipCounter()
+        reported = 0
+        buffer: list[tuple[str, np.ndarray]] = []
+        batch: list[tuple[str, np.ndarray, int]] = []
+        for item in self._samples(reader, readers, counter):
+            if self.shuffle_buffer > 1:
+                buffer.append(item)
+                if len(buffer) < self.shuffle_buffer:
+                    continue
+                j = rng.randrange(len(buffer))
+                buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                item = buffer.pop()
+            key, audio = item
+            offset = rng.randrange(len(audio) - self.segment + 1) if len(audio) > self.segment else 0
+            clip, real = crop_or_pad(audio, self.segment, offset)
+            batch.append((key, clip, real))
+            if len(batch) == self.batch_size:
+                yield collate_clips(batch, counter.count - reported)
+                reported = counter.count
+                batch = []
+
+
+class AudioClipDataset(Dataset):
+    """Deterministic evaluation clips: center crops of ``segment`` samples, in shard order.
+
+    Args:
+        urls: shard URLs.
+        sample_rate: the rate every sample must have (a mismatch is an error).
+        segment: samples per clip (None: whole clips, padded per batch).
+        max_clips: read at most this many clips.
+    """
+
+    def __init__(self, urls: Sequence[str], sample_rate: int, segment: int | None, max_clips: int | None = None):
+        self.items: list[tuple[str, np.ndarray, int]] = []
+        counter = _SkipCounter()
+        for sample in iter_tar_samples(list(urls), counter):
+            if max_clips is not None and len(self.items) >= max_clips:
+                break
+            try:
+                audio, rate, _ = decode_audio_sample(sample)
+            except Exception as e:
+                counter(e)
+                continue
+            if rate != sample_rate:
+                raise ValueError(f"{sample['__url__']} holds {rate} Hz audio but the model expects {sample_rate} Hz")
+            if segment is None:
+                self.items.append((sample["__key__"], audio, len(audio)))
+            else:
+                offset = max(0, (len(audio) - segment) // 2)
+                clip, real = crop_or_pad(audio, segment, offset)
+                self.items.append((sample["__key__"], clip, real))
+        self.skipped = counter.count
+        if not self.items:
+            raise ValueError(f"no readable clips in {len(urls)} shards such as {urls[0] if urls else '(none)'}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray, int]:
+        return self.items[i]
+
+    @staticmethod
+    def collate(items: Sequence[tuple[str, np.ndarray, int]]) -> AudioBatch:
+        """Batch clips, zero-padding to the longest (clips of one length stack as they are)."""
+        longest = max(len(clip) for _, clip, _ in items)
+        padded = [(k, np.pad(c, (0, longest - len(c))), n) for k, c, n in items]
+        return collate_clips(padded)
+
+
+class FixedLengthLoader:
+    """Exactly ``length`` batches per epoch from an endless loader, continuing where the last epoch stopped."""
+
+    def __init__(self, loader, length: int):
+        self.loader = loader
+        self.length = max(1, int(length))
+        self._iterator = None
+        self.batches_served = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[AudioBatch]:
+        if self._iterator is None:
+            self._iterator = iter(self.loader)
+        for _ in range(self.length):
+            self.batches_served += 1
+            yield next(self._iterator)
+
+
+def batches_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
+    """Batches each rank yields per epoch: every sample seen about once, at least one batch."""
+    return max(1, math.floor(num_samples / (batch_size * world_size)))
