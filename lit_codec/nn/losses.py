@@ -1,0 +1,332 @@
+"""Codec training losses: reconstruction, adversarial and feature matching.
+
+- :class:`MultiScaleMelLoss` follows descript-audio-codec's ``MelSpectrogramLoss`` (L1 between
+  mel spectrograms, linear and log, over seven window sizes), the reconstruction loss that
+  SoundStream and EnCodec also use in multi-scale form.
+- :class:`MultiResolutionSTFTLoss` is Parallel WaveGAN's spectral convergence plus
+  log-magnitude L1 over several STFT resolutions.
+- :class:`AdversarialLoss` gives the hinge losses of SoundStream/EnCodec or the least-squares
+  losses of HiFi-GAN/DAC, averaged over sub-discriminators.
+- :func:`feature_matching_loss` is the L1 between discriminator feature maps, optionally
+  normalised per layer by the mean magnitude of the real features (EnCodec).
+
+Everything is computed in float32 (spectra with autocast disabled), so the losses are safe
+under bf16/fp16 autocast, and logs are taken of clamped values, so silence gives no NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_codec.nn.configurable import Configurable
+from lit_codec.nn.spectral import MelSpectrogram, hann_window, stft_complex
+
+__all__ = [
+    "AdversarialLoss",
+    "FeatureMatchingLoss",
+    "MultiResolutionSTFTLoss",
+    "MultiScaleMelLoss",
+    "WaveformL1Loss",
+    "feature_matching_loss",
+]
+
+
+def _check_pair(y_hat: Tensor, y: Tensor) -> None:
+    if y_hat.shape != y.shape:
+        raise ValueError(
+            f"prediction and target must have the same shape, got {tuple(y_hat.shape)} "
+            f"and {tuple(y.shape)} (trim the decoder output to the input length first)"
+        )
+
+
+class MultiScaleMelLoss(Configurable, nn.Module):
+    """Multi-scale mel-spectrogram L1 on linear and log magnitudes (descript-audio-codec).
+
+    For each window length ``w`` (with ``n_fft = w`` and hop ``w * hop_factor``) the mel
+    spectrograms ``M`` of prediction and target are compared as::
+
+        linear_weight * L1(M_hat, M) + log_weight * L1(log10(max(M_hat, eps) ** pow),
+                                                        log10(max(M, eps) ** pow))
+
+    and the terms of all scales are summed (as DAC does; its recipes weight the sum by 15).
+
+    Args:
+        sample_rate: sample rate of the audio in Hz.
+        window_lengths: STFT window (and FFT) sizes, one per scale.
+        n_mels: number of mel bands per scale, paired with ``window_lengths``.
+        hop_factor: hop length as a fraction of the window length.
+        log_weight: weight of the L1 between log10 mel spectrograms.
+        linear_weight: weight of the L1 between mel magnitudes (DAC's ``mag_weight``).
+        clamp_eps: floor applied to mel magnitudes before the log.
+        pow: exponent applied to the clamped mel magnitudes before the log.
+        f_min: lowest mel frequency in Hz.
+        f_max: highest mel frequency in Hz; ``None`` means Nyquist.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        window_lengths: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048),
+        n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320),
+        hop_factor: float = 0.25,
+        log_weight: float = 1.0,
+        linear_weight: float = 1.0,
+        clamp_eps: float = 1e-5,
+        pow: float = 1.0,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+    ) -> None:
+        super().__init__()
+        if len(window_lengths) != len(n_mels):
+            raise ValueError(
+                f"window_lengths and n_mels must pair up, got {len(window_lengths)} and {len(n_mels)}"
+            )
+        self.log_weight = log_weight
+        self.linear_weight = linear_weight
+        self.clamp_eps = clamp_eps
+        self.pow = pow
+        self.mels = nn.ModuleList(
+            MelSpectrogram(
+                sample_rate,
+                n_fft=w,
+                hop_length=max(1, int(w * hop_factor)),
+                win_length=w,
+                n_mels=m,
+                f_min=f_min,
+                f_max=f_max,
+            )
+            for w, m in zip(window_lengths, n_mels)
+        )
+
+    def forward(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """Loss between prediction ``y_hat`` and target ``y``, both ``(B, 1, T)`` or ``(B, T)``.
+
+        Returns a float32 scalar.
+        """
+        _check_pair(y_hat, y)
+        batch = y_hat.shape[0]
+        both = torch.cat([y_hat, y], dim=0)  # (2B, 1, T): one STFT per scale
+        loss = both.new_zeros((), dtype=torch.float32)
+        for mel in self.mels:
+            m_hat, m = mel(both).split(batch, dim=0)  # (B, n_mels, frames) each
+            if self.linear_weight:
+                loss = loss + self.linear_weight * F.l1_loss(m_hat, m)
+            if self.log_weight:
+                log_hat = m_hat.clamp_min(self.clamp_eps).pow(self.pow).log10()
+                log_ref = m.clamp_min(self.clamp_eps).pow(self.pow).log10()
+                loss = loss + self.log_weight * F.l1_loss(log_hat, log_ref)
+        return loss
+
+
+class MultiResolutionSTFTLoss(Configurable, nn.Module):
+    """Spectral convergence plus log-magnitude L1 over several STFTs (Parallel WaveGAN).
+
+    Per resolution, with magnitudes ``S = sqrt(max(|STFT|^2, eps))``::
+
+        sc  = ||S - S_hat||_F / ||S||_F
+        mag = L1(log S_hat, log S)
+
+    Both are averaged over resolutions; the loss is ``sc_weight * sc + mag_weight * mag``.
+
+    Args:
+        fft_sizes: FFT size of each resolution.
+        hop_sizes: hop length of each resolution.
+        win_lengths: Hann window length of each resolution (``<=`` its FFT size).
+        sc_weight: weight of the spectral-convergence term.
+        mag_weight: weight of the log-magnitude term.
+        eps: floor on the squared magnitude, which keeps the log and the division finite
+            for silent input.
+    """
+
+    def __init__(
+        self,
+        fft_sizes: tuple[int, ...] = (512, 1024, 2048),
+        hop_sizes: tuple[int, ...] = (128, 256, 512),
+        win_lengths: tuple[int, ...] = (512, 1024, 2048),
+        sc_weight: float = 1.0,
+        mag_weight: float = 1.0,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
+            raise ValueError("fft_sizes, hop_sizes and win_lengths must have the same length")
+        if any(w > n for w, n in zip(win_lengths, fft_sizes)):
+            raise ValueError(
+                f"each win_length must be <= its fft_size, got {win_lengths} > {fft_sizes}"
+            )
+        self.resolutions = tuple(zip(fft_sizes, hop_sizes, win_lengths))
+        self.sc_weight = sc_weight
+        self.mag_weight = mag_weight
+        self.eps = eps
+
+    def forward(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """Loss between prediction ``y_hat`` and target ``y``, both ``(B, 1, T)`` or ``(B, T)``.
+
+        Returns a float32 scalar.
+        """
+        _check_pair(y_hat, y)
+        batch = y_hat.shape[0]
+        both = torch.cat([y_hat, y], dim=0)  # (2B, 1, T)
+        sc = both.new_zeros((), dtype=torch.float32)
+        mag = both.new_zeros((), dtype=torch.float32)
+        for n_fft, hop, win in self.resolutions:
+            spec = stft_complex(
+                both, n_fft, hop, win, hann_window(win, both.device)
+            )  # (2B, F, frames)
+            s = (
+                (spec.real.square() + spec.imag.square()).clamp_min(self.eps).sqrt()
+            )  # (2B, F, frames)
+            s_hat, s_ref = s.split(batch, dim=0)  # (B, F, frames) each
+            sc = sc + torch.linalg.vector_norm(s_ref - s_hat) / torch.linalg.vector_norm(s_ref)
+            mag = mag + F.l1_loss(s_hat.log(), s_ref.log())
+        n = len(self.resolutions)
+        return (self.sc_weight * sc + self.mag_weight * mag) / n
+
+
+class WaveformL1Loss(Configurable, nn.Module):
+    """Mean absolute error between waveforms, in float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """``mean(|y_hat - y|)`` for two waveforms of the same shape, e.g. ``(B, 1, T)`` → scalar."""
+        _check_pair(y_hat, y)
+        return F.l1_loss(y_hat.float(), y.float())
+
+
+def _logit_list(logits: Sequence[Tensor] | Tensor) -> list[Tensor]:
+    items = [logits] if isinstance(logits, Tensor) else list(logits)
+    if not items:
+        raise ValueError("expected the logits of at least one sub-discriminator")
+    return items
+
+
+class AdversarialLoss(Configurable, nn.Module):
+    """GAN losses for multi-discriminator training, averaged over sub-discriminators.
+
+    Each sub-discriminator's logits (any shape) are averaged over all their elements, then
+    the losses of the ``K`` sub-discriminators are averaged:
+
+    - ``"hinge"`` (SoundStream, EnCodec): ``D = relu(1 - D(x)) + relu(1 + D(x_hat))``,
+      ``G = relu(1 - D(x_hat))``.
+    - ``"lsgan"`` (HiFi-GAN, DAC): ``D = (D(x) - 1)^2 + D(x_hat)^2``, ``G = (D(x_hat) - 1)^2``.
+
+    Args:
+        kind: which of the two losses.
+    """
+
+    def __init__(self, kind: Literal["hinge", "lsgan"] = "hinge") -> None:
+        super().__init__()
+        if kind not in ("hinge", "lsgan"):
+            raise ValueError(f"kind must be 'hinge' or 'lsgan', got {kind!r}")
+        self.kind = kind
+
+    def discriminator(
+        self, real_logits: Sequence[Tensor] | Tensor, fake_logits: Sequence[Tensor] | Tensor
+    ) -> Tensor:
+        """Discriminator loss from the logits on real and (detached) generated audio.
+
+        Args:
+            real_logits: one logits tensor per sub-discriminator for the real audio.
+            fake_logits: the same for the generated audio (detach it for the D step).
+
+        Returns:
+            float32 scalar.
+        """
+        real, fake = _logit_list(real_logits), _logit_list(fake_logits)
+        if len(real) != len(fake):
+            raise ValueError(f"got {len(real)} real but {len(fake)} fake logits tensors")
+        total = real[0].new_zeros((), dtype=torch.float32)
+        for r, f in zip(real, fake):
+            r, f = r.float(), f.float()
+            if self.kind == "hinge":
+                total = total + F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()
+            else:
+                total = total + (r - 1.0).square().mean() + f.square().mean()
+        return total / len(real)
+
+    def generator(self, fake_logits: Sequence[Tensor] | Tensor) -> Tensor:
+        """Generator loss from the discriminators' logits on generated audio → float32 scalar."""
+        fake = _logit_list(fake_logits)
+        total = fake[0].new_zeros((), dtype=torch.float32)
+        for f in fake:
+            f = f.float()
+            if self.kind == "hinge":
+                total = total + F.relu(1.0 - f).mean()
+            else:
+                total = total + (f - 1.0).square().mean()
+        return total / len(fake)
+
+
+def feature_matching_loss(
+    real_features: Sequence[Sequence[Tensor]],
+    fake_features: Sequence[Sequence[Tensor]],
+    relative: bool = False,
+    eps: float = 1e-8,
+) -> Tensor:
+    """L1 between discriminator feature maps of real and generated audio.
+
+    The mean absolute difference of each layer of each sub-discriminator is averaged over all
+    layers of all sub-discriminators. Real features are detached here, so no gradient
+    reaches the discriminator through them.
+
+    Args:
+        real_features: per sub-discriminator, its list of feature maps for the real audio.
+        fake_features: the same for the generated audio; shapes must match.
+        relative: divide each layer's L1 by the mean ``|real|`` of that layer (EnCodec's
+            relative feature loss), so layers of every scale weigh alike.
+        eps: floor on that denominator.
+
+    Returns:
+        float32 scalar.
+    """
+    if len(real_features) != len(fake_features):
+        raise ValueError(
+            f"got features of {len(real_features)} real but {len(fake_features)} fake sub-discriminators"
+        )
+    total: Tensor | None = None
+    count = 0
+    for k, (reals, fakes) in enumerate(zip(real_features, fake_features)):
+        if len(reals) != len(fakes):
+            raise ValueError(
+                f"sub-discriminator {k}: {len(reals)} real but {len(fakes)} fake feature maps"
+            )
+        for r, f in zip(reals, fakes):
+            if r.shape != f.shape:
+                raise ValueError(
+                    f"sub-discriminator {k}: feature shapes differ, {tuple(r.shape)} vs {tuple(f.shape)}"
+                )
+            r = r.detach().float()
+            term = F.l1_loss(f.float(), r)
+            if relative:
+                term = term / r.abs().mean().clamp_min(eps)
+            total = term if total is None else total + term
+            count += 1
+    if total is None:
+        raise ValueError("expected at least one feature map")
+    return total / count
+
+
+class FeatureMatchingLoss(Configurable, nn.Module):
+    """Module form of :func:`feature_matching_loss`, for injection by ``class_path``.
+
+    Args:
+        relative: normalise each layer's L1 by the mean magnitude of its real features
+            (EnCodec); otherwise a plain mean L1 (MelGAN, HiFi-GAN).
+    """
+
+    def __init__(self, relative: bool = False) -> None:
+        super().__init__()
+        self.relative = relative
+
+    def forward(
+        self, real_features: Sequence[Sequence[Tensor]], fake_features: Sequence[Sequence[Tensor]]
+    ) -> Tensor:
+        """Per sub-discriminator lists of feature maps (any shapes, paired) → float32 scalar."""
+        return feature_matching_loss(real_features, fake_features, relative=self.relative)
