@@ -1,0 +1,840 @@
+"""Residual vector quantizer (RVQ) with EMA codebooks that stays correct under DDP.
+
+Follows SoundStream (Zeghidour et al., 2021, Algorithm 1) and EnCodec's
+``encodec/quantization/core_vq.py`` for the EMA codebooks (Laplace-smoothed cluster
+sizes), k-means initialisation, dead-code replacement and commitment loss, and
+descript-audio-codec (Kumar et al., 2023, ``dac/nn/quantize.py``) for factorised,
+L2-normalised codes and per-sample quantizer dropout. Where this file differs, on purpose:
+
+- dead codes are re-seeded *after* the EMA update of the step and their EMA statistics
+  are reset with them, so the replacement survives (EnCodec's replacement is undone by its
+  own EMA update, facebookresearch/encodec#61);
+- under ``torch.distributed`` the EMA statistics of all layers are summed across ranks in
+  one all-reduce, k-means runs on data gathered from every rank (rank 0 computes, then
+  broadcasts) and dead-code replacements are broadcast from rank 0: codebooks stay
+  bit-identical on every rank;
+- the quantizer-dropout draw comes from a generator seeded with ``(seed, step)``, identical
+  on every rank without communication; ``step`` is a buffer, so resuming a checkpoint
+  resumes the same sequence of draws;
+- quantization always runs in float32, also under bf16/fp16 autocast, and the codebook
+  buffers stay float32 even when the module is cast with ``.to(torch.bfloat16)``;
+- k-means starts from k-means++ seeding, so well-separated clusters all get codes;
+- ``warmup_steps`` passes latents through unquantized at the start of training and
+  k-means-initialises afterwards, for encoders whose initial outputs are all alike.
+
+Speed (CPU): distances are ``||e||^2 - 2 x.e`` from ``addmm`` in row blocks that stay in
+cache, the argmin uses a vectorised two-level reduction, EMA statistics use ``bincount``
+and ``index_add_`` instead of one-hot matrix products, and without projections the
+commitment loss gets its gradient in closed form instead of through ``n_q`` graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from lit_codec.nn.configurable import Configurable
+
+__all__ = ["EuclideanCodebook", "QuantizerOutput", "ResidualVectorQuantizer", "VectorQuantizer"]
+
+DropoutMode = Literal["none", "batch", "sample"]
+
+# Streams of the seeded generators: which random choice a generator serves.
+_DROPOUT, _KMEANS, _REPLACE, _INIT = 0, 1, 2, 3
+
+
+@dataclass
+class QuantizerOutput:
+    """What :class:`ResidualVectorQuantizer` returns.
+
+    Attributes:
+        quantized: (B, D, T) quantized latents in the input dtype. In training the gradient
+            passes straight through to the input (through the projections when
+            ``codebook_dim`` is set, as in DAC). Time-major in memory (a transposed view of a
+            (B, T, D) tensor), the layout :mod:`lit_codec.nn.seanet` works in.
+        codes: (B, n_q, T) int64 code indices, layer 0 first.
+        n_q: number of codebooks in ``codes``. With per-sample dropout this is every layer;
+            ``n_q_per_sample`` says which of them reached each sample's ``quantized``.
+        n_q_per_sample: (B,) int64, the number of layers summed into each sample's
+            ``quantized`` (equal to ``n_q`` except with ``quantizer_dropout="sample"``).
+        bits_per_frame: ``n_q * log2(codebook_size)``.
+        bandwidth_kbps: ``bits_per_frame * frame_rate / 1000``.
+        losses: ``{"vq/commit": scalar}``, not weighted: the mean over the layers used of
+            ``mean((r_i - sg(q_i))^2)``, ``r_i`` the residual layer ``i`` received and ``q_i``
+            its code (in code space with projections); with per-sample dropout the mean runs
+            over the (layer, sample) pairs used.
+        metrics: per layer ``i`` that ran: ``"vq/usage/{i}"`` (fraction of the codebook used
+            in this batch, over all ranks in training) and ``"vq/perplexity/{i}"`` (exp of the
+            entropy of the code histogram). Detached scalars.
+    """
+
+    quantized: Tensor
+    codes: Tensor
+    n_q: int
+    n_q_per_sample: Tensor
+    bits_per_frame: float
+    bandwidth_kbps: float
+    losses: dict[str, Tensor]
+    metrics: dict[str, Tensor]
+
+
+class ResidualVectorQuantizer(Configurable, nn.Module):
+    """``n_q`` layers of EMA codebooks, each quantizing the residual the previous ones left.
+
+    Training-mode forwards update the codebooks (never their gradients: codebooks are
+    buffers), count ``step`` and draw the quantizer dropout; eval-mode forwards,
+    :meth:`encode` and :meth:`decode` change nothing. A training forward in order:
+    warm-up pass-through (first ``warmup_steps`` forwards); k-means initialisation of each
+    layer on its first batch; quantization; EMA update of every layer that ran; re-seeding
+    of dead codes.
+
+    Args:
+        dim: channels ``D`` of the latents.
+        n_q: number of layers ``N_q`` (codebooks).
+        codebook_size: codes per codebook; each code is ``log2(codebook_size)`` bits.
+        frame_rate: latent frames per second, used only to report the bitrate.
+        codebook_dim: if set, each layer projects the residual to this many channels with a
+            weight-normed 1x1 convolution, looks it up there and projects back (DAC's
+            factorised codes). ``None`` quantizes the residual directly.
+        l2_normalize: look codes up by cosine similarity: L2-normalised vectors against an
+            L2-normalised codebook (DAC). Needs ``codebook_dim``.
+        decay: EMA decay of cluster sizes and embedding sums.
+        epsilon: Laplace smoothing of the cluster sizes.
+        kmeans_init: initialise each codebook by k-means on its first training batch (after
+            warm-up); otherwise codebooks start uniformly random.
+        kmeans_iters: Lloyd iterations of that k-means.
+        threshold_ema_dead_code: codes whose EMA cluster size falls below this are re-seeded
+            from the current batch; 0 disables re-seeding.
+        quantizer_dropout: in training, how many layers to use: ``"none"`` all of them,
+            ``"batch"`` a number drawn uniformly in [1, N_q] per batch (later layers do not
+            run), ``"sample"`` one drawn per sample (every layer runs, later layers are masked
+            out of each sample's output and commitment loss; codebooks learn from all).
+        warmup_steps: the first this many training forwards return their input unquantized
+            (codes zero, bitrate as if quantized); the codebooks are k-means-initialised on
+            the first batch after them.
+        seed: seeds random init, k-means, re-seeding and the dropout draw; with ``step`` it
+            makes every random choice identical on all ranks.
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        n_q: int = 8,
+        codebook_size: int = 1024,
+        frame_rate: float = 75.0,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        threshold_ema_dead_code: float = 2.0,
+        quantizer_dropout: DropoutMode = "batch",
+        warmup_steps: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if quantizer_dropout not in ("none", "batch", "sample"):
+            raise ValueError(
+                f"quantizer_dropout must be 'none', 'batch' or 'sample', got {quantizer_dropout!r}"
+            )
+        if n_q < 1 or codebook_size < 2:
+            raise ValueError("need n_q >= 1 and codebook_size >= 2")
+        self.dim = dim
+        self.n_q = n_q
+        self.codebook_size = codebook_size
+        self.frame_rate = float(frame_rate)
+        self.quantizer_dropout = quantizer_dropout
+        self.warmup_steps = warmup_steps
+        self.seed = seed
+        self.layers = nn.ModuleList(
+            VectorQuantizer(
+                dim=dim,
+                codebook_size=codebook_size,
+                codebook_dim=codebook_dim,
+                l2_normalize=l2_normalize,
+                decay=decay,
+                epsilon=epsilon,
+                kmeans_init=kmeans_init,
+                kmeans_iters=kmeans_iters,
+                threshold_ema_dead_code=threshold_ema_dead_code,
+                seed=_mix(seed, i),
+            )
+            for i in range(n_q)
+        )
+        self.projected = codebook_dim is not None
+        # Training forwards so far; drives warm-up and the dropout draw. The Python int
+        # mirrors the buffer so that reading it never waits for the device.
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step = 0
+
+    # ------------------------------------------------------------------ bitrate
+    @property
+    def bits_per_code(self) -> float:
+        return math.log2(self.codebook_size)
+
+    def kbps(self, n_q: int) -> float:
+        """Bitrate in kbit/s of ``n_q`` layers."""
+        return n_q * self.bits_per_code * self.frame_rate / 1000.0
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """The most layers whose bitrate does not exceed ``kbps``.
+
+        Raises ``ValueError`` when ``kbps`` is below one layer's or above all layers' rate.
+        """
+        n = math.floor(kbps / self.kbps(1) + 1e-6)
+        if not 1 <= n <= self.n_q:
+            raise ValueError(
+                f"{kbps} kbps is outside what this quantizer offers: {self.kbps(1):g} kbps per "
+                f"layer, {self.n_q} layers up to {self.kbps(self.n_q):g} kbps"
+            )
+        return n
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, n_q: int | None = None) -> QuantizerOutput:
+        """Quantize latents.
+
+        Args:
+            x: (B, D, T) latents (any float dtype; quantized in float32).
+            n_q: layers to use; ``None`` means all in eval and the dropout draw in training.
+
+        Returns:
+            :class:`QuantizerOutput` with ``quantized`` (B, D, T) and ``codes`` (B, n_q, T).
+        """
+        self._check_input(x)
+        update = self.training
+        step = self._step
+        if update:
+            self._step += 1
+            self.step.fill_(self._step)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if update and step < self.warmup_steps:
+                return self._pass_through(x, self._checked_n_q(n_q))
+            n_run, keep = self._choose_layers(n_q, x.shape[0], step, x.device)
+            return self._quantize(x, n_run, keep, update, step)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
+        """(B, D, T) latents -> (B, n_q, T) int64 codes; never updates the codebooks."""
+        self._check_input(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._quantize(x, self._checked_n_q(n_q), None, False, 0).codes
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """(B, n_q, T) codes (n_q <= N_q) -> (B, D, T) float32 latents (time-major in memory)."""
+        batch, n, frames = codes.shape
+        self._checked_n_q(n)
+        with torch.autocast(device_type=codes.device.type, enabled=False):
+            out: Tensor | None = None
+            for i in range(n):
+                q = self.layers[i].decode(codes[:, i].reshape(-1))  # (B*T, D)
+                out = q if out is None else out.add_(q)
+        assert out is not None
+        return out.view(batch, frames, self.dim).transpose(1, 2)  # (B, D, T)
+
+    # ------------------------------------------------------------------ internals
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.dim:
+            raise ValueError(f"expected latents of shape (B, {self.dim}, T), got {tuple(x.shape)}")
+
+    def _checked_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+        return int(n_q)
+
+    def _choose_layers(
+        self, n_q: int | None, batch: int, step: int, device: torch.device
+    ) -> tuple[int, Tensor | None]:
+        """Layers to run and, for per-sample dropout, each sample's layer count (B,)."""
+        if n_q is not None or not self.training or self.quantizer_dropout == "none":
+            return self._checked_n_q(n_q), None
+        # The same (seed, step) on every rank gives the same draw, without communication.
+        generator = _generator(self.seed, _DROPOUT, step)
+        if self.quantizer_dropout == "batch":
+            return int(torch.randint(1, self.n_q + 1, (), generator=generator)), None
+        per_sample = torch.randint(1, self.n_q + 1, (batch,), generator=generator)  # (B,)
+        return self.n_q, per_sample.to(device, non_blocking=True)
+
+    def _pass_through(self, x: Tensor, n_q: int) -> QuantizerOutput:
+        batch, _, frames = x.shape
+        quantized = x
+        if self.projected and torch.is_grad_enabled():
+            quantized = x + self._zero_dependency(range(self.n_q)).to(x.dtype)
+        return self._output(
+            quantized,
+            torch.zeros(batch, n_q, frames, dtype=torch.long, device=x.device),  # (B, n_q, T)
+            torch.full((batch,), n_q, dtype=torch.long, device=x.device),
+            x.new_zeros((), dtype=torch.float32),
+            {},
+        )
+
+    def _zero_dependency(self, layers: Any) -> Tensor:
+        """0 times every projection parameter of ``layers``: joins them to the graph, so that
+        DDP sees a (zero) gradient for layers a step skipped (no find_unused_parameters)."""
+        total = sum(p.sum() for i in layers for p in self.layers[i].parameters())
+        return total * 0.0
+
+    def _quantize(
+        self, x: Tensor, n_run: int, keep: Tensor | None, update: bool, step: int
+    ) -> QuantizerOutput:
+        batch, dim, frames = x.shape
+        n = batch * frames
+        x32 = x.float()  # (B, D, T); x itself when already float32
+        masks = None
+        if keep is not None:
+            layer_ids = torch.arange(n_run, device=x.device)
+            masks = (keep.view(1, batch, 1) > layer_ids.view(n_run, 1, 1)).float()  # (n_run, B, 1)
+            masks = masks.expand(n_run, batch, frames).reshape(n_run, n, 1)  # (n_run, B*T, 1)
+        run = self._run_projected if self.projected else self._run_direct
+        quantized, codes, commit, stats = run(x32, n_run, masks, update, step)
+        if self.projected and self.training and n_run < self.n_q and torch.is_grad_enabled():
+            quantized = quantized + self._zero_dependency(range(n_run, self.n_q))
+        if update:
+            self._update_codebooks(stats, step)
+        metrics = {}
+        for i, (counts, _, _) in enumerate(stats):
+            usage, perplexity = _usage_and_perplexity(counts)
+            metrics[f"vq/usage/{i}"] = usage
+            metrics[f"vq/perplexity/{i}"] = perplexity
+        codes_t = torch.stack([c.view(batch, frames) for c in codes], dim=1)  # (B, n_run, T)
+        per_sample = keep if keep is not None else torch.full((batch,), n_run, device=x.device)
+        return self._output(quantized.to(x.dtype), codes_t, per_sample.long(), commit, metrics)
+
+    def _output(
+        self,
+        quantized: Tensor,
+        codes: Tensor,
+        per_sample: Tensor,
+        commit: Tensor,
+        metrics: dict[str, Tensor],
+    ) -> QuantizerOutput:
+        n_q = codes.shape[1]
+        return QuantizerOutput(
+            quantized=quantized,
+            codes=codes,
+            n_q=n_q,
+            n_q_per_sample=per_sample,
+            bits_per_frame=n_q * self.bits_per_code,
+            bandwidth_kbps=self.kbps(n_q),
+            losses={"vq/commit": commit},
+            metrics=metrics,
+        )
+
+    def _run_direct(
+        self, x32: Tensor, n_run: int, masks: Tensor | None, update: bool, step: int
+    ) -> tuple[Tensor, list[Tensor], Tensor, list[tuple[Tensor, Tensor | None, Tensor | None]]]:
+        """Layers without projections: the whole loop runs without autograd.
+
+        With ``r_i`` the residual entering layer ``i`` (``x`` minus the codes of layers < i,
+        constants for autograd), the commitment loss ``sum_i |r_i - q_i|^2 / count`` has the
+        gradient ``2 / count * sum_i r_{i+1}`` with respect to ``x``; :class:`_CommitmentLoss`
+        supplies it, and the output is ``x + sg(quantized - x)``.
+        """
+        batch, dim, frames = x32.shape
+        need_grad = torch.is_grad_enabled() and x32.requires_grad
+        residual = x32.detach().transpose(1, 2).reshape(batch * frames, dim)  # (B*T, D)
+        quantized: Tensor | None = None
+        err_sum = torch.zeros_like(residual) if need_grad else None  # (B*T, D)
+        sq_err = residual.new_zeros(())
+        active = residual.new_zeros(())
+        codes, stats = [], []
+        for i in range(n_run):
+            book = self.layers[i].codebook
+            if update:
+                book.initialize_if_needed(residual, step)
+            idx = book.nearest(residual)  # (B*T,)
+            stats.append(book.statistics(residual, idx, step if update else None))
+            q = book.lookup(idx)  # (B*T, D)
+            # Residual for layer i + 1; the first subtraction must not write into x.
+            residual = residual - q if i == 0 else residual.sub_(q)
+            if masks is None:
+                sq_err += torch.dot(residual.view(-1), residual.view(-1))
+                active += residual.shape[0]
+                if err_sum is not None:
+                    err_sum.add_(residual)
+            else:
+                sq_err += torch.dot(residual.square().sum(1), masks[i].view(-1))
+                active += masks[i].sum()
+                if err_sum is not None:
+                    err_sum.addcmul_(residual, masks[i])
+                q.mul_(masks[i])
+            quantized = q if quantized is None else quantized.add_(q)
+            codes.append(idx)
+        assert quantized is not None
+        quantized_t = quantized.view(batch, frames, dim).transpose(1, 2)  # (B, D, T)
+        count = active * dim
+        if err_sum is None:
+            return quantized_t, codes, sq_err / count, stats
+        err_t = err_sum.view(batch, frames, dim).transpose(1, 2)  # (B, D, T)
+        commit = _CommitmentLoss.apply(x32, sq_err, count, err_t)
+        return x32 + (quantized_t - x32).detach(), codes, commit, stats
+
+    def _run_projected(
+        self, x32: Tensor, n_run: int, masks: Tensor | None, update: bool, step: int
+    ) -> tuple[Tensor, list[Tensor], Tensor, list[tuple[Tensor, Tensor | None, Tensor | None]]]:
+        """Layers with projections (DAC): autograd through projections and residuals.
+
+        The commitment loss ``|z_i - sg(zq_i)|^2`` is taken in each layer's code space, and
+        ``quantized = sum_i out_i(z_i + sg(zq_i - z_i))`` with ``z_i = in_i(r_i)``.
+        """
+        batch, dim, frames = x32.shape
+        straight_through = torch.is_grad_enabled()
+        residual = x32.transpose(1, 2).reshape(batch * frames, dim)  # (B*T, D)
+        quantized: Tensor | None = None
+        sq_err = residual.new_zeros(())
+        active = 0.0
+        codes, stats = [], []
+        for i in range(n_run):
+            layer = self.layers[i]
+            z = layer.project_in(residual)  # (B*T, d)
+            z_detached = z.detach()
+            if update:
+                layer.codebook.initialize_if_needed(z_detached, step)
+            idx = layer.codebook.nearest(z_detached)  # (B*T,)
+            stats.append(layer.codebook.statistics(z_detached, idx, step if update else None))
+            zq = layer.codebook.lookup(idx)  # (B*T, d)
+            err = (z - zq).square().sum(1)  # (B*T,)
+            if masks is None:
+                sq_err = sq_err + err.sum()
+                active += err.shape[0]
+            else:
+                sq_err = sq_err + torch.dot(err, masks[i].view(-1))
+                active = active + masks[i].sum()
+            q = layer.project_out(z + (zq - z).detach() if straight_through else zq)  # (B*T, D)
+            if i + 1 < n_run:
+                residual = residual - q
+            if masks is not None:
+                q = q * masks[i]
+            quantized = q if quantized is None else quantized + q
+            codes.append(idx)
+        assert quantized is not None
+        quantized_t = quantized.view(batch, frames, dim).transpose(1, 2)  # (B, D, T)
+        code_dim = self.layers[0].codebook.dim
+        return quantized_t, codes, sq_err / (active * code_dim), stats
+
+    @torch.no_grad()
+    def _update_codebooks(
+        self, stats: list[tuple[Tensor, Tensor | None, Tensor | None]], step: int
+    ) -> None:
+        """EMA update of every layer that ran, then re-seeding of dead codes."""
+        counts = [c for c, _, _ in stats]
+        sums = [s for _, s, _ in stats]
+        if _world_size() > 1:
+            # One all-reduce for the statistics of every layer.
+            flat = torch.cat([t.reshape(-1) for pair in zip(counts, sums) for t in pair])
+            dist.all_reduce(flat)
+            offset = 0
+            for i in range(len(stats)):
+                for group in (counts, sums):
+                    size = group[i].numel()
+                    group[i].copy_(flat[offset : offset + size].view_as(group[i]))
+                    offset += size
+        books = [self.layers[i].codebook for i in range(len(stats))]
+        for book, c, s in zip(books, counts, sums):
+            book.update_(c, s)
+        if books[0].threshold_ema_dead_code <= 0:
+            return
+        # One host sync for all layers; cluster sizes are identical on every rank, so every
+        # rank takes the same branches and joins the same broadcasts.
+        n_dead = torch.stack([book.dead_codes().sum() for book in books]).tolist()
+        for book, (_, _, candidates), dead in zip(books, stats, n_dead):
+            if dead:
+                assert candidates is not None
+                vectors = candidates[:dead].clone()  # (n_dead, d)
+                if _world_size() > 1:
+                    dist.broadcast(vectors, src=0)  # rank 0's batch re-seeds every rank
+                book.replace_(book.dead_codes(), vectors)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._step = int(self.step)
+
+
+class VectorQuantizer(Configurable, nn.Module):
+    """One layer of the RVQ: optional projections (DAC's factorised codes) around a codebook.
+
+    Args:
+        dim: channels of the residual this layer receives.
+        codebook_size: number of codes.
+        codebook_dim: channels of the codes; if set, weight-normed 1x1 convolutions project
+            in and out (also when equal to ``dim``). ``None``: no projections.
+        l2_normalize: compare L2-normalised vectors with an L2-normalised codebook (cosine
+            similarity). Needs ``codebook_dim``.
+        decay: EMA decay (see :class:`EuclideanCodebook`).
+        epsilon: Laplace smoothing of the cluster sizes.
+        kmeans_init: k-means initialisation on the first training batch.
+        kmeans_iters: Lloyd iterations of that k-means.
+        threshold_ema_dead_code: EMA cluster size under which a code is re-seeded.
+        seed: seeds this layer's random choices.
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        codebook_size: int = 1024,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        threshold_ema_dead_code: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if l2_normalize and codebook_dim is None:
+            raise ValueError("l2_normalize needs codebook_dim (projections to learn the scale)")
+        self.l2_normalize = l2_normalize
+        self.in_proj: nn.Module | None = None
+        self.out_proj: nn.Module | None = None
+        if codebook_dim is not None:
+            # A 1x1 convolution over (B, D, T) is a linear map of each (B*T, D) row.
+            self.in_proj = weight_norm(nn.Linear(dim, codebook_dim))
+            self.out_proj = weight_norm(nn.Linear(codebook_dim, dim))
+        self.codebook = EuclideanCodebook(
+            dim=codebook_dim or dim,
+            codebook_size=codebook_size,
+            l2_normalize=l2_normalize,
+            decay=decay,
+            epsilon=epsilon,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            threshold_ema_dead_code=threshold_ema_dead_code,
+            seed=seed,
+        )
+
+    def project_in(self, residual: Tensor) -> Tensor:
+        """(N, dim) residual -> (N, codebook_dim) vectors to look up (normalised if asked)."""
+        if self.in_proj is None:
+            return residual
+        z = F.linear(residual, self.in_proj.weight.float(), self.in_proj.bias.float())
+        return F.normalize(z, dim=1) if self.l2_normalize else z
+
+    def project_out(self, codes: Tensor) -> Tensor:
+        """(N, codebook_dim) code vectors -> (N, dim)."""
+        if self.out_proj is None:
+            return codes
+        return F.linear(codes, self.out_proj.weight.float(), self.out_proj.bias.float())
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """(N,) code indices -> (N, dim)."""
+        return self.project_out(self.codebook.lookup(codes))
+
+
+class EuclideanCodebook(Configurable, nn.Module):
+    """EMA codebook of ``codebook_size`` float32 codes (buffers, no gradient).
+
+    EMA as in SoundStream/EnCodec: ``cluster_size <- decay * cluster_size + (1 - decay) *
+    counts``, ``embed_sum <- decay * embed_sum + (1 - decay) * sums``, and each code is
+    ``embed_sum / smoothed cluster size`` with Laplace smoothing
+    ``(n_k + eps) / (n + K eps) * n``. A code whose cluster size falls below
+    ``threshold_ema_dead_code`` is re-seeded with a vector of the current batch and its
+    statistics reset to that vector: cluster size ``max(mean cluster size, 2 * threshold)``
+    and embedding sum ``vector * cluster size``, so it survives the following steps even if
+    unused (at least ``ln 2 / (1 - decay)`` steps, about 69 for decay 0.99; one step for any
+    decay >= 0.5). EnCodec re-seeds before its EMA update and keeps the old statistics,
+    which pull the code straight back (facebookresearch/encodec#61).
+
+    Args:
+        dim: channels of a code.
+        codebook_size: number of codes ``K``.
+        l2_normalize: keep codes L2-normalised (inputs must be normalised by the caller).
+        decay: EMA decay.
+        epsilon: Laplace smoothing.
+        kmeans_init: start uninitialised (zeros) and k-means-initialise (k-means++ seeding,
+            then Lloyd) on the first training batch; otherwise start uniformly random with
+            cluster size 1 (so codes the first batches do not use get re-seeded from them).
+        kmeans_iters: Lloyd iterations of that k-means.
+        threshold_ema_dead_code: cluster size under which a code is re-seeded (0: never).
+        seed: seeds random init, k-means and re-seeding (with the step number).
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        codebook_size: int = 1024,
+        l2_normalize: bool = False,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        threshold_ema_dead_code: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.l2_normalize = l2_normalize
+        self.decay = decay
+        self.epsilon = epsilon
+        self.kmeans_iters = kmeans_iters
+        self.threshold_ema_dead_code = threshold_ema_dead_code
+        self.seed = seed
+        if kmeans_init:
+            embed = torch.zeros(codebook_size, dim)
+        else:
+            bound = math.sqrt(6.0 / dim)  # EnCodec's kaiming-uniform init
+            embed = torch.rand(codebook_size, dim, generator=_generator(seed, _INIT))
+            embed = embed * (2 * bound) - bound
+            if l2_normalize:
+                embed = F.normalize(embed, dim=1)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self.register_buffer("cluster_size", torch.full((codebook_size,), float(not kmeans_init)))
+        self.register_buffer("embed_sum", embed.clone())
+        self.register_buffer("embed", embed)
+        self._initialized = not kmeans_init  # mirrors the buffer without a device sync
+
+    # -------------------------------------------------------------- lookup
+    def nearest(self, z: Tensor) -> Tensor:
+        """(N, dim) float32 vectors -> (N,) index of the nearest code."""
+        return _nearest(z, self.embed)
+
+    def lookup(self, idx: Tensor) -> Tensor:
+        """(N,) indices -> (N, dim) codes."""
+        return self.embed.index_select(0, idx)
+
+    # -------------------------------------------------------------- training
+    @torch.no_grad()
+    def statistics(
+        self, z: Tensor, idx: Tensor, step: int | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """This batch's code counts (K,), and for a training ``step`` the sums of assigned
+        vectors (K, dim) and ``K`` candidate rows for re-seeding (K, dim)."""
+        counts = torch.bincount(idx, minlength=self.codebook_size).float()  # (K,)
+        if step is None:
+            return counts, None, None
+        sums = torch.zeros_like(self.embed).index_add_(0, idx, z)  # (K, dim)
+        candidates = None
+        if self.threshold_ema_dead_code > 0:
+            generator = _generator(self.seed, _REPLACE, step)
+            rows = _sample_indices(z.shape[0], self.codebook_size, generator)
+            rows = rows.to(z.device, non_blocking=True)
+            candidates = z.index_select(0, rows)  # (K, dim)
+        return counts, sums, candidates
+
+    @torch.no_grad()
+    def update_(self, counts: Tensor, sums: Tensor) -> None:
+        """EMA step with the (already all-reduced) counts (K,) and sums (K, dim)."""
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (
+            (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        )
+        embed = self.embed_sum / smoothed.unsqueeze(1)  # (K, dim)
+        self.embed.copy_(F.normalize(embed, dim=1) if self.l2_normalize else embed)
+
+    def dead_codes(self) -> Tensor:
+        """(K,) bool: codes whose EMA cluster size is below the threshold."""
+        return self.cluster_size < self.threshold_ema_dead_code
+
+    @torch.no_grad()
+    def replace_(self, dead: Tensor, vectors: Tensor) -> None:
+        """Re-seed the ``dead`` codes (K,) bool with ``vectors`` (n_dead, dim), resetting
+        their EMA statistics to match."""
+        reset = self.cluster_size.mean().clamp(min=2 * self.threshold_ema_dead_code)
+        self.embed[dead] = vectors
+        self.cluster_size[dead] = reset
+        self.embed_sum[dead] = vectors * reset
+
+    @torch.no_grad()
+    def initialize_if_needed(self, z: Tensor, step: int) -> None:
+        """k-means-initialise on ``z`` (N, dim) if not done yet; gathers ``z`` from all ranks,
+        runs k-means on rank 0 and broadcasts the result."""
+        if self._initialized:
+            return
+        world = _world_size()
+        data = _all_gather_rows(z) if world > 1 else z
+        if world == 1 or dist.get_rank() == 0:
+            means, counts = _kmeans(
+                data,
+                self.codebook_size,
+                self.kmeans_iters,
+                self.l2_normalize,
+                _generator(self.seed, _KMEANS, step),
+            )
+            packed = torch.cat([means, counts.unsqueeze(1)], dim=1)  # (K, dim + 1)
+        else:
+            packed = z.new_empty(self.codebook_size, self.dim + 1)
+        if world > 1:
+            dist.broadcast(packed, src=0)
+        means, counts = packed[:, :-1], packed[:, -1]
+        self.embed.copy_(means)
+        self.cluster_size.copy_(counts)
+        self.embed_sum.copy_(means * counts.unsqueeze(1))
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    # -------------------------------------------------------------- dtype & checkpoints
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        """Keep the float32 buffers float32 when the module is cast (``.half()``, bf16-true)."""
+        kept = {
+            k: b for k, b in self._buffers.items() if b is not None and b.dtype == torch.float32
+        }
+        super()._apply(fn, recurse)
+        for name, old in kept.items():
+            new = self._buffers[name]
+            if new is not None and new.dtype != torch.float32:
+                self._buffers[name] = old.to(new.device)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized = bool(self.initialized)
+
+
+# ---------------------------------------------------------------------- autograd
+class _CommitmentLoss(torch.autograd.Function):
+    """``sq_err / count`` whose gradient with respect to ``x`` is ``2 / count * err`` (no graph
+    of the per-layer errors is kept; see :meth:`ResidualVectorQuantizer._run_direct`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sq_err: Tensor, count: Tensor, err: Tensor) -> Tensor:
+        ctx.save_for_backward(err, count)
+        return sq_err / count
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        err, count = ctx.saved_tensors
+        return err * (grad * 2 / count), None, None, None
+
+
+# ---------------------------------------------------------------------- helpers
+def _nearest(z: Tensor, embed: Tensor) -> Tensor:
+    """(N, d) vectors, (K, d) codes -> (N,) index of the nearest code (squared L2).
+
+    ``argmin_k ||e_k||^2 - 2 z.e_k`` (``||z||^2`` does not change the argmin) from ``addmm``
+    over blocks of rows whose (rows, K) distances stay in cache on CPU.
+    """
+    n, k = z.shape[0], embed.shape[0]
+    embed_sq = embed.square().sum(1)  # (K,)
+    rows = max(1, (2**19 if z.device.type == "cpu" else 2**26) // k)
+    if n <= rows:
+        return _argmin_rows(torch.addmm(embed_sq, z, embed.t(), alpha=-2.0))
+    out = torch.empty(n, dtype=torch.long, device=z.device)
+    buffer = z.new_empty(rows, k)
+    for start in range(0, n, rows):
+        block = z[start : start + rows]
+        dist_block = torch.addmm(
+            embed_sq, block, embed.t(), alpha=-2.0, out=buffer[: block.shape[0]]
+        )
+        out[start : start + block.shape[0]] = _argmin_rows(dist_block)
+    return out
+
+
+def _argmin_rows(d: Tensor) -> Tensor:
+    """Row-wise argmin of (N, K) ``d``. On CPU ``amin`` is vectorised and ``argmin`` is not,
+    so it finds the best offset within blocks of 64 columns first (about 3x faster); any
+    index of a minimum may be returned on ties."""
+    n, k = d.shape
+    if d.device.type != "cpu" or k % 64 != 0 or k < 256:
+        return d.argmin(1)
+    blocks = k // 64
+    d3 = d.view(n, blocks, 64)  # (N, K/64, 64)
+    offset = d3.amin(1).argmin(1)  # (N,) best column within a block
+    column = d3.gather(2, offset.view(n, 1, 1).expand(n, blocks, 1)).view(n, blocks)  # (N, K/64)
+    return column.argmin(1) * 64 + offset
+
+
+def _kmeans(
+    data: Tensor, n_codes: int, iters: int, l2_normalize: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means on (N, d) ``data``: (n_codes, d) means and their (n_codes,) counts.
+    Means start from k-means++ seeding; an empty cluster keeps its previous mean."""
+    dim = data.shape[1]
+    means = _kmeans_plus_plus(data, n_codes, generator)
+    for _ in range(iters):
+        assign = _nearest(data, means)  # (N,)
+        counts = torch.bincount(assign, minlength=n_codes).to(data.dtype)  # (K,)
+        sums = data.new_zeros(n_codes, dim).index_add_(0, assign, data)  # (K, d)
+        new = sums / counts.clamp(min=1).unsqueeze(1)
+        if l2_normalize:
+            new = F.normalize(new, dim=1)
+        means = torch.where(counts.unsqueeze(1) > 0, new, means)
+    counts = torch.bincount(_nearest(data, means), minlength=n_codes).to(data.dtype)
+    return means, counts
+
+
+def _kmeans_plus_plus(data: Tensor, n_codes: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007): each new mean is a data point drawn
+    with probability proportional to its squared distance to the nearest mean so far, so
+    well-separated clusters all get a mean. (n_codes, d); data points repeat if N < n_codes."""
+    n = data.shape[0]
+    uniform = torch.rand(n_codes, generator=generator).to(data.device, non_blocking=True)
+    data_sq = data.square().sum(1)  # (N,)
+    chosen = torch.empty(n_codes, dtype=torch.long, device=data.device)
+    chosen[0] = (uniform[0] * n).long().clamp(max=n - 1)
+    nearest_sq = torch.full_like(data_sq, float("inf"))
+    for k in range(1, n_codes):
+        centre = data.index_select(0, chosen[k - 1 : k])[0]  # (d,); no host sync on GPU
+        dist_sq = torch.addmv(data_sq + centre.square().sum(), data, centre, alpha=-2.0)  # (N,)
+        nearest_sq = torch.minimum(nearest_sq, dist_sq.clamp_(min=0))
+        cdf = nearest_sq.cumsum(0)  # (N,)
+        # Inverse-CDF draw; if every point sits on a mean (cdf all 0) this picks the last one.
+        chosen[k] = torch.searchsorted(cdf, uniform[k : k + 1] * cdf[-1], right=True).clamp(
+            max=n - 1
+        )[0]
+    return data.index_select(0, chosen)
+
+
+def _usage_and_perplexity(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Fraction of codes used and exp(entropy) of the (K,) histogram ``counts``."""
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -torch.special.xlogy(probs, probs).sum()
+    return (counts > 0).float().mean(), entropy.exp()
+
+
+def _sample_indices(n: int, k: int, generator: torch.Generator) -> Tensor:
+    """``k`` row indices in [0, n): distinct when ``n >= k`` (CPU tensor)."""
+    if n >= k:
+        return torch.randperm(n, generator=generator)[:k]
+    return torch.randint(0, n, (k,), generator=generator)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed mixed from integers (splitmix64 steps), the same in every process."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        h ^= h >> 31
+        h = h * 0x94D049BB133111EB & _MASK64
+        h ^= h >> 29
+    return h >> 1
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded from ``keys``: the same random choices on every rank."""
+    generator = torch.Generator()
+    generator.manual_seed(_mix(*keys))
+    return generator
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_gather_rows(z: Tensor) -> Tensor:
+    """Concatenate the (N_r, d) ``z`` of every rank (N_r may differ) on every rank."""
+    world = dist.get_world_size()
+    size = torch.tensor([z.shape[0]], device=z.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = z.new_zeros(max(counts), z.shape[1])
+    padded[: z.shape[0]] = z
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:c] for g, c in zip(gathered, counts)])
