@@ -1,5 +1,59 @@
 """Plain PyTorch building blocks. Nothing in this package imports Lightning."""
 
+from lit_codec.nn.augment import NoiseMixer, NoisyBatch
+from lit_codec.nn.balancer import BalancerOutput, LossBalancer
 from lit_codec.nn.configurable import Configurable, build_module, module_config
+from lit_codec.nn.conv import StreamingConv1d, StreamingConvTranspose1d, fold_weight_norm, streaming
+from lit_codec.nn.discriminators import (
+    CombinedDiscriminator,
+    DiscriminatorOutput,
+    MultiBandMultiScaleSTFTDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiScaleSTFTDiscriminator,
+    MultiScaleWaveformDiscriminator,
+    STFTDiscriminator,
+)
+from lit_codec.nn.losses import (
+    AdversarialLoss,
+    FeatureMatchingLoss,
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    WaveformL1Loss,
+    feature_matching_loss,
+)
+from lit_codec.nn.quantization import QuantizerOutput, ResidualVectorQuantizer, VectorQuantizer
+from lit_codec.nn.seanet import SEANetDecoder, SEANetEncoder, SEANetGenerator
+from lit_codec.nn.spectral import MelSpectrogram, mel_filterbank
 
-__all__ = ["Configurable", "build_module", "module_config"]
+__all__ = [
+    "AdversarialLoss",
+    "BalancerOutput",
+    "CombinedDiscriminator",
+    "Configurable",
+    "DiscriminatorOutput",
+    "FeatureMatchingLoss",
+    "LossBalancer",
+    "MelSpectrogram",
+    "MultiBandMultiScaleSTFTDiscriminator",
+    "MultiPeriodDiscriminator",
+    "MultiResolutionSTFTLoss",
+    "MultiScaleMelLoss",
+    "MultiScaleSTFTDiscriminator",
+    "MultiScaleWaveformDiscriminator",
+    "NoiseMixer",
+    "NoisyBatch",
+    "QuantizerOutput",
+    "ResidualVectorQuantizer",
+    "SEANetDecoder",
+    "SEANetEncoder",
+    "SEANetGenerator",
+    "STFTDiscriminator",
+    "StreamingConv1d",
+    "StreamingConvTranspose1d",
+    "VectorQuantizer",
+    "WaveformL1Loss",
+    "build_module",
+    "fold_weight_norm",
+    "module_config",
+    "streaming",
+]
