@@ -15,7 +15,13 @@ from lit_codec.data.audio_dataset import (
     FixedLengthLoader,
     batches_per_epoch,
 )
-from lit_codec.data.shards import ShardSet, expand_urls, iter_tar_samples, load_index, split_from_root
+from lit_codec.data.shards import (
+    ShardSet,
+    expand_urls,
+    iter_tar_samples,
+    load_index,
+    split_from_root,
+)
 
 __all__ = ["AudioShardDataModule"]
 
@@ -46,8 +52,9 @@ class AudioShardDataModule(L.LightningDataModule):
         eval_batch_size: validation/test clips per batch (default: batch_size).
         num_workers: loader worker processes.
         shuffle_buffer: samples held in each worker's shuffle buffer.
-        samples_per_epoch: training samples per epoch over all ranks (default: from index.json,
-            else counted once by reading the shards).
+        samples_per_epoch: training crops per epoch over all ranks (default: as many as cover
+            the training audio once, from index.json; without one, the number of clips,
+            counted once by reading the shards).
         max_eval_clips: read at most this many validation/test clips.
         seed: seed of shard order, shuffling and crops.
     """
@@ -71,8 +78,6 @@ class AudioShardDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if root is None and train_shards is None and val_shards is None and test_shards is None:
-            raise ValueError("AudioShardDataModule needs data.root or shard URLs (data.train_shards, ...)")
         self.root = root
         self.shard_urls = {"train": train_shards, "valid": val_shards, "test": test_shards}
         self.sample_rate = sample_rate
@@ -105,7 +110,7 @@ class AudioShardDataModule(L.LightningDataModule):
             if not expanded:
                 raise ValueError(f"data.{split}_shards {urls!r} names no shards")
             local_dir = Path(expanded[0]).parent
-            count, rate = None, None
+            count, rate, seconds = None, None, None
             index_path = local_dir / "index.json"
             if "://" not in expanded[0] and not expanded[0].startswith("pipe:") and index_path.is_file():
                 index = load_index(local_dir)
@@ -113,8 +118,8 @@ class AudioShardDataModule(L.LightningDataModule):
                 names = {Path(u).name for u in expanded}
                 info = index.get("splits", {}).get(split, {})
                 if names == set(info.get("shards", [])):
-                    count = info.get("num_samples")
-            shards = ShardSet(expanded, str(urls), count, rate)
+                    count, seconds = info.get("num_samples"), info.get("seconds")
+            shards = ShardSet(expanded, str(urls), count, rate, seconds)
         elif self.root is not None:
             shards = split_from_root(self.root, split)
         else:
@@ -142,10 +147,12 @@ class AudioShardDataModule(L.LightningDataModule):
         raise ValueError(f"no readable sample in the first shard of {shards.source}")
 
     def _count(self, shards: ShardSet) -> int:
+        """Crops per epoch: enough to cover the training audio once (at least one per clip)."""
         if self.samples_per_epoch is not None:
             return self.samples_per_epoch
         if shards.num_samples is not None:
-            return shards.num_samples
+            crops = int(shards.seconds * self.sample_rate / self.segment) if shards.seconds else 0
+            return max(shards.num_samples, crops)
         log.info("counting the samples of %d shards (set data.samples_per_epoch to skip this)", len(shards.urls))
         return sum(1 for _ in iter_tar_samples(shards.urls, lambda e: True))
 
@@ -157,6 +164,11 @@ class AudioShardDataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size
 
     def setup(self, stage: str | None = None) -> None:
+        if self.root is None and not any(self.shard_urls.values()):
+            raise ValueError(
+                "no data: set data.root (a directory prepared by data_prep/make_audio_shards.py, e.g. "
+                "--data.root quickstart/shards) or shard URLs (data.train_shards, data.val_shards)"
+            )
         if stage in (None, "fit"):
             self.shard_set("train")  # fail at start-up, not in a worker
         if stage in (None, "fit", "validate") and (self.root or self.shard_urls["valid"]):

@@ -29,6 +29,7 @@ class ShardSet:
     source: str  # the directory or pattern, for messages
     num_samples: int | None  # None when no index.json says
     sample_rate: int | None
+    seconds: float | None = None  # total audio, when index.json says
 
 
 def expand_urls(urls: str | Sequence[str]) -> list[str]:
@@ -78,7 +79,7 @@ def split_from_root(root: str | os.PathLike, split: str) -> ShardSet:
     missing = [u for u in urls if not os.path.exists(u)]
     if missing:
         raise FileNotFoundError(f"{root}: index.json lists shards that do not exist: {', '.join(missing[:3])}")
-    return ShardSet(urls, str(root), int(info["num_samples"]), index.get("sample_rate"))
+    return ShardSet(urls, str(root), int(info["num_samples"]), index.get("sample_rate"), info.get("seconds"))
 
 
 def iter_tar_samples(urls: Sequence[str], handler: Callable[[Exception], bool]) -> Iterator[dict]:

@@ -53,7 +53,9 @@ __all__ = [
     "VectorQuantizer",
     "WaveformL1Loss",
     "build_module",
+    "feature_matching_loss",
     "fold_weight_norm",
+    "mel_filterbank",
     "module_config",
     "streaming",
 ]

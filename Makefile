@@ -1,0 +1,46 @@
+# lit-codec: the two commands are `make quickstart` and `make test`.
+# Both create .venv when it is missing (CPU torch first, then the package) and
+# are safe to run again. For a CUDA build of torch see README.md.
+
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lit-codec-installed
+QUICKSTART_DIR ?= quickstart
+
+
+.PHONY: quickstart test test-fast bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not distributed"
+
+quickstart: $(STAMP)
+	$(PY) -m lit_codec.quickstart --workdir $(QUICKSTART_DIR)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --no-deps "encodec==0.1.1"
+	$(PY) bench/data_prep_throughput.py
+	$(PY) bench/loader_throughput.py
+	$(PY) bench/rvq_speed.py
+	$(PY) bench/codec_speed.py
+	$(PY) bench/train_step.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check lit_codec data_prep bench tests
+
+clean:
+	rm -rf $(QUICKSTART_DIR) .pytest_cache

@@ -1,0 +1,68 @@
+"""Checkpoints every N generator steps (GAN modules make two optimizer steps per batch)."""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+__all__ = ["GeneratorStepCheckpoint"]
+
+
+class GeneratorStepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose step cadence counts the module's ``generator_step``.
+
+    With manual optimization ``trainer.global_step`` counts the discriminator's steps too,
+    so ``every_n_train_steps`` would drift as soon as the discriminator starts. This
+    callback saves (``last.ckpt`` when ``save_last``, plus the top-k by ``monitor``)
+    every ``every_n_generator_steps`` generator steps; every other option is
+    ``ModelCheckpoint``'s. Without ``dirpath`` checkpoints go to
+    ``<trainer.default_root_dir>/checkpoints`` (not into a logger's versioned folder), so
+    ``--ckpt_path last`` finds the previous run's ``last.ckpt``. The final state is saved
+    as ``last.ckpt`` when training ends normally.
+
+    Args:
+        every_n_generator_steps: save after every this many generator steps (0: never by steps).
+        **kwargs: passed to ``ModelCheckpoint`` (``dirpath``, ``save_last``, ``monitor``, ...).
+    """
+
+    def __init__(self, every_n_generator_steps: int = 1000, **kwargs):
+        kwargs.setdefault("save_last", True)
+        super().__init__(**kwargs)
+        self.every_n_generator_steps = every_n_generator_steps
+        self._last_generator_step_saved = -1
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        step = getattr(pl_module, "generator_step", None)
+        if self.save_last and step is not None and step != self._last_generator_step_saved and step > 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_generator_step_saved = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = getattr(pl_module, "generator_step", None)
+        if step is None:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.every_n_generator_steps
+        if not n or step % n or step == self._last_generator_step_saved:
+            return
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor is None or self.monitor in candidates:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+        self._last_generator_step_saved = step
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["last_generator_step_saved"] = self._last_generator_step_saved
+        return state
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        self._last_generator_step_saved = state_dict.get("last_generator_step_saved", -1)

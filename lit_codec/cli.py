@@ -1,0 +1,306 @@
+"""The ``lit-codec`` command.
+
+Training (LightningCLI):
+    lit-codec fit      --config recipes/codec/debug.yaml [--data.root DIR] [--trainer.max_steps N]
+    lit-codec validate --config ... --ckpt_path C
+    lit-codec test     --config ... --ckpt_path C
+    lit-codec predict  --config ... --ckpt_path C
+
+Inference:
+    lit-codec encode --ckpt C --input a.wav --output a.npz [--kbps 3 | --n-q 6] [--chunk-ms 20]
+    lit-codec decode --ckpt C --input a.npz --output b.wav
+    lit-codec export --ckpt C --output codec.safetensors
+    lit-codec info   --ckpt C
+
+Recipes may start with ``extends: base.yaml`` (a path relative to the recipe, or a
+list of them): the named recipes are applied first, then this one on top, exactly
+as if each had been given with its own ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["expand_recipes", "main", "run_lightning"]
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+INFERENCE_COMMANDS = ("encode", "decode", "export", "info")
+
+
+# --------------------------------------------------------------------------- recipes
+def _recipe_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"recipe loop: {' -> '.join(str(p) for p in (*seen, path))}")
+    with open(path, encoding="utf-8") as f:
+        content = yaml.safe_load(f) or {}
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} is not a YAML mapping")
+    parents = content.pop("extends", None)
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    for parent in [parents] if isinstance(parents, str) else parents or []:
+        chain.extend(_recipe_chain(path.parent / parent, (*seen, path)))
+    chain.append((path, content))
+    return chain
+
+
+def expand_recipes(args: list[str]) -> list[str]:
+    """Replace ``--config recipe.yaml`` whose recipe ``extends`` others by the whole chain."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            value, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        path = Path(value)
+        if not path.is_file() or not _has_extends(path):
+            out += ["--config", value]
+            continue
+        for _, content in _recipe_chain(path):
+            out += ["--config", yaml.safe_dump(content, sort_keys=False) if content else "{}"]
+    return out
+
+
+def _has_extends(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(content, dict) and "extends" in content
+
+
+# --------------------------------------------------------------------------- LightningCLI
+def _hop(strides) -> int:
+    return int(math.prod(strides))
+
+
+def _frame_rate(sample_rate, strides) -> float:
+    return float(sample_rate) / _hop(strides)
+
+
+def _make_cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class LitCodecCLI(LightningCLI):
+        """LightningCLI with the values a codec recipe shares written once and linked."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            gen = "model.init_args.generator.init_args"
+            parser.link_arguments("model.init_args.sample_rate", "data.init_args.sample_rate")
+            parser.link_arguments(f"{gen}.strides", "data.init_args.hop_length", compute_fn=_hop)
+            parser.link_arguments(f"{gen}.dimension", "model.init_args.quantizer.init_args.dim")
+            parser.link_arguments(
+                ("model.init_args.sample_rate", f"{gen}.strides"),
+                "model.init_args.quantizer.init_args.frame_rate",
+                compute_fn=_frame_rate,
+            )
+            parser.link_arguments("model.init_args.sample_rate", "model.init_args.mel_loss.init_args.sample_rate")
+
+        def before_fit(self) -> None:
+            describe = getattr(self.model, "describe", None)
+            if describe is not None and self.trainer.is_global_zero:
+                print(describe(), flush=True)
+
+    return LitCodecCLI
+
+
+def __getattr__(name: str):
+    if name == "LitCodecCLI":
+        return _make_cli_class()
+    raise AttributeError(name)
+
+
+def run_lightning(args: list[str], run: bool = True):
+    import warnings
+
+    import lightning as L
+
+    # `main` always hands its arguments over explicitly; Lightning warns about that.
+    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+
+    cli_class = _make_cli_class()
+    return cli_class(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def _print_config_with_derived(args: list[str]) -> None:
+    """``--print_config``, followed by the numbers the config implies (as YAML comments)."""
+    try:
+        run_lightning(args)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    rest = [a for a in args if not a.startswith("--print_config")]
+    if rest and rest[0] in LIGHTNING_COMMANDS:
+        rest = rest[1:]
+    cli = run_lightning(rest, run=False)
+    describe = getattr(cli.model, "describe", None)
+    if describe is not None:
+        print("# derived: " + describe())
+
+
+# --------------------------------------------------------------------------- inference commands
+def _inference_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lit-codec", description="lit-codec inference commands")
+    sub = p.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="audio file -> codes (.npz)")
+    enc.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) or export (.safetensors)")
+    enc.add_argument("--input", required=True, help="audio file (any format, rate and channel count)")
+    enc.add_argument("--output", required=True, help=".npz file to write")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("--kbps", type=float, default=None, help="target bitrate (the largest n_q within it)")
+    rate.add_argument("--n-q", type=int, default=None, help="number of codebooks")
+    enc.add_argument("--chunk-ms", type=float, default=None, help="encode through the streaming path in chunks of this size")
+    dec = sub.add_parser("decode", help="codes (.npz) -> audio file")
+    dec.add_argument("--ckpt", required=True)
+    dec.add_argument("--input", required=True, help=".npz written by `lit-codec encode`")
+    dec.add_argument("--output", required=True, help="audio file to write (format from the extension)")
+    dec.add_argument("--chunk-ms", type=float, default=None, help="decode through the streaming path")
+    exp = sub.add_parser("export", help="checkpoint -> .safetensors (weights + configuration)")
+    exp.add_argument("--ckpt", required=True)
+    exp.add_argument("--output", required=True)
+    info = sub.add_parser("info", help="describe a codec checkpoint")
+    info.add_argument("--ckpt", required=True)
+    for sp in (enc, dec, exp, info):
+        sp.add_argument("--device", default="cpu")
+    return p
+
+
+def _encode(a) -> None:
+    import numpy as np
+    import torch
+
+    from lit_codec.codec import Codec, load_audio
+
+    codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
+    wav = load_audio(a.input, codec.sample_rate)
+    n_q = codec.resolve_n_q(a.n_q, a.kbps)
+    if a.chunk_ms:
+        chunk = max(1, int(round(a.chunk_ms * codec.sample_rate / 1000)))
+        parts = []
+        with codec.streaming(n_q=n_q) as stream:
+            for start in range(0, len(wav), chunk):
+                parts.append(stream.encode(wav[start : start + chunk]))
+            parts.append(stream.flush())
+        codes = torch.cat(parts, dim=-1)[0]  # (n_q, frames)
+    else:
+        codes = codec.encode(wav, n_q=n_q)[0]  # (n_q, frames)
+    dtype = np.int16 if codec.codebook_size <= 32768 else np.int32
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        codes=codes.cpu().numpy().astype(dtype),
+        sample_rate=np.int64(codec.sample_rate),
+        frame_rate=np.float64(codec.frame_rate),
+        hop_length=np.int64(codec.hop_length),
+        n_q=np.int64(n_q),
+        codebook_size=np.int64(codec.codebook_size),
+        num_samples=np.int64(len(wav)),
+        kbps=np.float64(codec.quantizer.kbps(n_q)),
+        fingerprint=np.str_(codec.fingerprint),
+    )
+    print(
+        f"encoded {a.input} ({len(wav) / codec.sample_rate:.2f} s) -> {out}: {codes.shape[1]} frames x {n_q} codebooks, "
+        f"{codec.quantizer.kbps(n_q):g} kbps" + (f", streamed in {a.chunk_ms:g} ms chunks" if a.chunk_ms else "")
+    )
+
+
+def _decode(a) -> None:
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from lit_codec.codec import Codec
+
+    try:
+        data = np.load(a.input, allow_pickle=False)
+        codes, fingerprint = data["codes"], str(data["fingerprint"])
+        num_samples = int(data["num_samples"])
+    except (OSError, KeyError, ValueError) as e:
+        raise SystemExit(f"lit-codec decode: {a.input} is not a file written by `lit-codec encode` ({e})") from None
+    codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
+    if fingerprint != codec.fingerprint:
+        raise SystemExit(
+            f"lit-codec decode: {a.input} was encoded by codec {fingerprint}, but {a.ckpt} is codec "
+            f"{codec.fingerprint}; decode it with the checkpoint that encoded it"
+        )
+    codes_t = torch.from_numpy(codes.astype(np.int64))[None]  # (1, n_q, F)
+    if a.chunk_ms:
+        frames = max(1, int(round(a.chunk_ms * codec.frame_rate / 1000)))
+        with codec.streaming(n_q=codes_t.shape[1]) as stream:
+            audio = torch.cat([stream.decode(codes_t[..., i : i + frames]) for i in range(0, codes_t.shape[-1], frames)], -1)
+    else:
+        audio = codec.decode(codes_t)
+    audio = audio[0, 0, :num_samples].cpu().numpy()
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(out, np.clip(audio, -1, 1), codec.sample_rate)
+    print(f"decoded {a.input} -> {out}: {len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz")
+
+
+def _export(a) -> None:
+    from lit_codec.codec import Codec
+
+    codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
+    path = codec.export(a.output)
+    print(f"exported codec {codec.fingerprint} to {path}")
+
+
+def _info(a) -> None:
+    from lit_codec.codec import Codec
+
+    codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
+    n_params = sum(p.numel() for p in codec.parameters())
+    rates = ", ".join(f"{k:g}" for k in codec.bitrates())
+    print(
+        f"codec {codec.fingerprint}: {codec.sample_rate} Hz, hop {codec.hop_length} -> {codec.frame_rate:g} frames/s, "
+        f"{codec.n_q} x {codec.codebook_size} codes; bitrates (kbps): {rates}; {n_params / 1e6:.2f} M parameters"
+    )
+
+
+def main(args: list[str] | None = None):
+    """Entry point of the ``lit-codec`` console script."""
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] in INFERENCE_COMMANDS:
+        parsed = _inference_parser().parse_args(args)
+        handler = {"encode": _encode, "decode": _decode, "export": _export, "info": _info}[parsed.command]
+        try:
+            handler(parsed)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"lit-codec {parsed.command}: {e}") from None
+        return None
+    if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
+        raise SystemExit(f"lit-codec: unknown command {args[0]!r}; use one of {', '.join(LIGHTNING_COMMANDS + INFERENCE_COMMANDS)}")
+    expanded = expand_recipes(args)
+    if any(a.startswith("--print_config") for a in expanded):
+        _print_config_with_derived(expanded)
+        return None
+    run_lightning(expanded)
+    return None
+
+
+if __name__ == "__main__":
+    main()

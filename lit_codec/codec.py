@@ -1,0 +1,250 @@
+"""``Codec``: a trained codec for inference — encode audio to codes, decode codes to audio.
+
+    from lit_codec import Codec
+    codec = Codec.from_checkpoint("runs/debug/checkpoints/last.ckpt")
+    codes = codec.encode(wav, kbps=3)          # (B, n_q, frames) int64
+    audio = codec.decode(codes)                # (B, 1, frames * hop)
+    with codec.streaming() as stream:          # chunks of any size, same codes as offline
+        for chunk in chunks:
+            codes = stream.encode(chunk)       # (B, n_q, new frames)
+            audio = stream.decode(codes)       # (B, 1, new frames * hop)
+        codes = stream.flush()                 # the last, zero-padded frame
+
+Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain
+values are unpickled, and the networks are rebuilt from the configuration the
+checkpoint records (classes from ``lit_codec`` only, unless ``trust=True``).
+``Codec.export`` writes a ``.safetensors`` file that holds the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lit_codec.nn.configurable import build_module
+from lit_codec.nn.conv import fold_weight_norm, streaming
+
+__all__ = ["Codec", "CodecStream", "load_audio"]
+
+FORMAT = "lit-codec/codec"
+
+
+class Codec(nn.Module):
+    """Generator + quantizer of a trained codec, ready for inference.
+
+    Args:
+        generator: the encoder/decoder.
+        quantizer: the residual vector quantizer.
+        sample_rate: audio rate in Hz.
+        config: the configuration the networks were built from (for export and fingerprint).
+    """
+
+    def __init__(self, generator: nn.Module, quantizer: nn.Module, sample_rate: int, config: dict[str, Any] | None = None):
+        super().__init__()
+        self.generator = fold_weight_norm(generator)  # inference weights; a no-op if already folded
+        self.quantizer = quantizer
+        self.sample_rate = int(sample_rate)
+        self.config = config or {}
+        self._fingerprint = _fingerprint(self.config, self.state_dict())
+        self.eval()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", trust: bool = False) -> Codec:
+        """Load a Lightning checkpoint of :class:`~lit_codec.models.CodecGAN` or an exported file."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a lit-codec codec export")
+            config = json.loads(meta["config"])
+            state = load_file(str(path), device=str(map_location))
+            folded = True
+        else:
+            try:
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as e:
+                raise ValueError(
+                    f"cannot load {path} safely (weights_only=True): {e}. Export the codec with "
+                    "`lit-codec export` in the environment that trained it."
+                ) from None
+            if "lit_codec" not in ckpt or "codec" not in ckpt["lit_codec"]:
+                raise ValueError(f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)")
+            config = ckpt["lit_codec"]["codec"]
+            state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("generator.", "quantizer."))}
+            folded = False
+        generator = build_module(config["generator"], trust=trust)
+        quantizer = build_module(config["quantizer"], trust=trust)
+        if folded:  # exports hold inference weights (weight norm folded)
+            fold_weight_norm(generator)
+        holder = nn.ModuleDict({"generator": generator, "quantizer": quantizer})
+        missing, unexpected = holder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: checkpoint does not match its configuration (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        return cls(generator.to(map_location), quantizer.to(map_location), config["sample_rate"], config)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the codec as ``.safetensors`` (weights + configuration), loadable by :meth:`from_checkpoint`."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"format": FORMAT, "config": json.dumps(self.config), "fingerprint": self.fingerprint}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the codec (configuration and weights): codes are only decodable by the same."""
+        return self._fingerprint
+
+    @property
+    def hop_length(self) -> int:
+        return self.generator.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def n_q(self) -> int:
+        return self.quantizer.n_q
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def bitrates(self) -> list[float]:
+        """kbps of every usable number of codebooks."""
+        return [self.quantizer.kbps(n) for n in range(1, self.n_q + 1)]
+
+    def resolve_n_q(self, n_q: int | None = None, kbps: float | None = None) -> int:
+        """Codebooks for a request: ``n_q``, else the largest count within ``kbps``, else all."""
+        if n_q is not None and kbps is not None:
+            raise ValueError("give n_q or kbps, not both")
+        if kbps is not None:
+            n_q = self.quantizer.n_q_for_kbps(kbps)
+            if n_q < 1:
+                raise ValueError(f"{kbps} kbps is below this codec's lowest bitrate {self.bitrates()[0]:g} kbps")
+        n_q = self.n_q if n_q is None else int(n_q)
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in 1..{self.n_q}, not {n_q}")
+        return n_q
+
+    # ------------------------------------------------------------------ offline
+    @staticmethod
+    def _as_batch(wav: torch.Tensor | np.ndarray) -> torch.Tensor:
+        wav = torch.as_tensor(wav, dtype=torch.float32)
+        if wav.dim() == 1:
+            wav = wav[None, None]  # (1, 1, T)
+        elif wav.dim() == 2:
+            wav = wav[:, None]  # (B, 1, T)
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"expected audio (T,), (B, T) or (B, 1, T), got {tuple(wav.shape)}")
+        return wav
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor | np.ndarray, n_q: int | None = None, kbps: float | None = None) -> torch.Tensor:
+        """Codes ``(B, n_q, ceil(T / hop))`` of audio ``(T,)``, ``(B, T)`` or ``(B, 1, T)`` at ``sample_rate``."""
+        wav = self._as_batch(wav).to(self._device())
+        latent = self.generator.encode(wav)  # (B, D, F)
+        return self.quantizer.encode(latent, n_q=self.resolve_n_q(n_q, kbps))  # (B, n_q, F)
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Audio ``(B, 1, frames * hop)`` from codes ``(B, n_q, frames)`` or ``(n_q, frames)``."""
+        codes = torch.as_tensor(codes).long()
+        if codes.dim() == 2:
+            codes = codes[None]  # (1, n_q, F)
+        out_of_range = codes.numel() > 0 and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size)
+        if codes.dim() != 3 or codes.shape[1] > self.n_q or out_of_range:
+            raise ValueError(f"codes do not fit this codec ({self.n_q} codebooks of {self.codebook_size})")
+        return self.generator.decode(self.quantizer.decode(codes.to(self._device())))  # (B, 1, F * hop)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ streaming
+    @contextmanager
+    def streaming(self, batch_size: int = 1, n_q: int | None = None, kbps: float | None = None) -> Iterator[CodecStream]:
+        """A :class:`CodecStream` for chunk-by-chunk encoding and decoding (latency: one frame)."""
+        with torch.inference_mode(), streaming(self.generator, batch_size):
+            yield CodecStream(self, self.resolve_n_q(n_q, kbps), batch_size)
+
+
+class CodecStream:
+    """Stateful encoder and decoder of one :meth:`Codec.streaming` block."""
+
+    def __init__(self, codec: Codec, n_q: int, batch_size: int = 1):
+        self.codec = codec
+        self.n_q = n_q
+        self.batch_size = batch_size
+        self.samples_in = 0
+
+    def encode(self, chunk: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Codes ``(B, n_q, m)`` of the frames this chunk completes (m may be 0)."""
+        chunk = Codec._as_batch(chunk).to(self.codec._device())
+        self.samples_in += chunk.shape[-1]
+        latent = self.codec.generator.encode(chunk)  # (B, D, m)
+        if latent.shape[-1] == 0:
+            return torch.zeros(chunk.shape[0], self.n_q, 0, dtype=torch.long, device=chunk.device)
+        return self.codec.quantizer.encode(latent, n_q=self.n_q)
+
+    def flush(self) -> torch.Tensor:
+        """Complete the last partial frame with zeros (as offline encoding pads) and encode it."""
+        pad = -self.samples_in % self.codec.hop_length
+        if pad == 0:
+            return torch.zeros(self.batch_size, self.n_q, 0, dtype=torch.long)
+        return self.encode(torch.zeros(self.batch_size, 1, pad))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Audio ``(B, 1, m * hop)`` of the next ``m`` frames of codes ``(B, n_q, m)``."""
+        if codes.shape[-1] == 0:
+            return torch.zeros(codes.shape[0], 1, 0)
+        return self.codec.generator.decode(self.codec.quantizer.decode(codes.long().to(self.codec._device())))
+
+
+def _fingerprint(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for key in sorted(state):
+        tensor = state[key]
+        if not torch.is_tensor(tensor) or key.endswith("_stream"):
+            continue
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
+    """Read any audio file as mono float32 ``(T,)`` at ``sample_rate`` (soxr), or raise a clear error."""
+    from lit_codec.data.audio_io import AudioError, read_audio, resample, to_mono
+
+    try:
+        decoded = read_audio(path)
+    except AudioError as e:
+        raise ValueError(f"cannot read {path}: {e.reason}" + (f" ({e.detail})" if e.detail else "")) from None
+    audio = resample(to_mono(decoded.samples), decoded.sample_rate, sample_rate)
+    if not np.isfinite(audio).all():
+        raise ValueError(f"{path} holds NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(audio))

@@ -1,0 +1,408 @@
+"""``CodecGAN``: SoundStream-style codec training with manual optimization.
+
+The module orchestrates networks it receives ready-made (generator, quantizer,
+discriminator, losses, optimizer factories). One training step:
+
+1. one generator forward: ``encode → quantize (random n_q: quantizer dropout) → decode``;
+2. discriminator step on the detached reconstruction — its optimizer toggled so
+   the generator gets no gradient, gradients clipped with ``self.clip_gradients``
+   — once the generator has made ``discriminator_start_step`` steps, every
+   ``discriminator_every`` generator steps;
+3. generator step (toggled, clipped) on the weighted losses, or on the
+   gradient-norm balanced ones when a :class:`~lit_codec.nn.balancer.LossBalancer`
+   is given;
+4. schedulers stepped by hand, once per generator step.
+
+Counting: ``trainer.global_step`` counts every optimizer step, generator and
+discriminator alike, so ``trainer.max_steps`` counts both. Everything this module
+schedules (discriminator start, learning rates, the balancer) counts
+**generator steps**, ``self.generator_step``; it is logged as ``train/generator_step``
+and saved in checkpoints.
+
+A step whose loss or gradient is not finite is skipped (weights and optimizer
+state unchanged), counted and logged as ``train/nonfinite_steps``; after
+``max_nonfinite_steps`` such steps in a row training stops with an error, so
+the last good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from lit_codec.nn.augment import NoiseMixer
+from lit_codec.nn.configurable import module_config
+from lit_codec.nn.losses import AdversarialLoss, feature_matching_loss
+
+__all__ = ["CodecGAN", "CodecOutput", "NonFiniteLossError"]
+
+DEFAULT_LOSS_WEIGHTS = {"rec/mel": 15.0, "rec/l1": 0.0, "rec/stft": 0.0, "adv/gen": 1.0, "adv/feat": 2.0, "vq/commit": 1.0}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced non-finite losses or gradients for too many steps in a row."""
+
+
+@dataclass
+class CodecOutput:
+    """One pass through the codec."""
+
+    audio: torch.Tensor  # (B, 1, T) reconstruction, cropped to the input length
+    latent: torch.Tensor  # (B, D, F) encoder output
+    quantized: Any  # the quantizer's QuantizerOutput (codes (B, n_q, F), losses, metrics)
+
+
+def _default_adam_g(params):
+    return torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.9))
+
+
+def _default_adam_d(params):
+    return torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.9))
+
+
+def kbps_label(kbps: float) -> str:
+    """``1.5 -> "1.5kbps"``, ``6.0 -> "6kbps"``: the suffix of per-bitrate metric keys."""
+    return f"{kbps:g}kbps"
+
+
+class CodecGAN(L.LightningModule):
+    """Train a neural audio codec as a GAN (SoundStream, EnCodec, DAC recipes).
+
+    Args:
+        generator: encoder/decoder with ``encode(wav, condition)``, ``decode(latent, condition)``
+            and ``hop_length`` (e.g. :class:`lit_codec.nn.SEANetGenerator`).
+        quantizer: residual vector quantizer (e.g. :class:`lit_codec.nn.ResidualVectorQuantizer`).
+        discriminator: returns a ``DiscriminatorOutput`` (e.g. :class:`lit_codec.nn.CombinedDiscriminator`).
+        sample_rate: audio sample rate in Hz (linked to the data module and the quantizer).
+        mel_loss: multi-scale mel reconstruction loss, logged as ``rec/mel``.
+        stft_loss: optional multi-resolution STFT loss, logged as ``rec/stft``.
+        adversarial_loss: hinge (default) or least-squares GAN loss.
+        relative_feature_matching: normalise feature matching by the real features' scale (EnCodec).
+        loss_weights: weight per logged loss name (``rec/mel``, ``rec/l1``, ``rec/stft``,
+            ``adv/gen``, ``adv/feat``, ``vq/commit``); a loss with weight 0 is not computed.
+        balancer: gradient-norm balancer for the losses that depend on the output; its own
+            weights then replace ``loss_weights`` for those (``vq/commit`` keeps its weight).
+        optimizer_g: optimizer factory for generator and quantizer parameters.
+        optimizer_d: optimizer factory for the discriminator.
+        scheduler_g: learning-rate scheduler factory for the generator, stepped every generator step.
+        scheduler_d: the same for the discriminator (also stepped every generator step).
+        discriminator_start_step: generator steps before the discriminator and the
+            adversarial losses start (reconstruction-only warm-up).
+        discriminator_every: update the discriminator every this many generator steps.
+        grad_clip_g: clip the generator's gradient norm to this (None: no clipping).
+        grad_clip_d: clip the discriminator's gradient norm to this.
+        eval_kbps: bitrates evaluated in validation besides the full one (each rounded down
+            to a usable number of codebooks); metrics are logged as ``val/<metric>@<kbps>kbps``
+            and ``val/loss`` is the mel distance at the full bitrate.
+        noise: optional :class:`lit_codec.nn.augment.NoiseMixer` for denoising training
+            (the generator must then have FiLM conditioning).
+        max_nonfinite_steps: stop after this many consecutive non-finite steps.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        quantizer: nn.Module,
+        discriminator: nn.Module,
+        sample_rate: int = 16000,
+        mel_loss: nn.Module | None = None,
+        stft_loss: nn.Module | None = None,
+        adversarial_loss: AdversarialLoss | None = None,
+        relative_feature_matching: bool = False,
+        loss_weights: dict[str, float] | None = None,
+        balancer: nn.Module | None = None,
+        optimizer_g: OptimizerCallable = _default_adam_g,
+        optimizer_d: OptimizerCallable = _default_adam_d,
+        scheduler_g: LRSchedulerCallable | None = None,
+        scheduler_d: LRSchedulerCallable | None = None,
+        discriminator_start_step: int = 0,
+        discriminator_every: int = 1,
+        grad_clip_g: float | None = 10.0,
+        grad_clip_d: float | None = 10.0,
+        eval_kbps: Sequence[float] = (),
+        noise: NoiseMixer | None = None,
+        max_nonfinite_steps: int = 20,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.quantizer = quantizer
+        self.discriminator = discriminator
+        self.sample_rate = sample_rate
+        if mel_loss is None:
+            from lit_codec.nn.losses import MultiScaleMelLoss
+
+            mel_loss = MultiScaleMelLoss(sample_rate)
+        self.mel_loss = mel_loss
+        self.stft_loss = stft_loss
+        self.adversarial_loss = adversarial_loss or AdversarialLoss("hinge")
+        self.relative_feature_matching = relative_feature_matching
+        weights = dict(DEFAULT_LOSS_WEIGHTS)
+        if loss_weights:
+            unknown = set(loss_weights) - set(DEFAULT_LOSS_WEIGHTS)
+            if unknown:
+                raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+            weights.update(loss_weights)
+        if weights["rec/stft"] > 0 and stft_loss is None:
+            raise ValueError("loss_weights['rec/stft'] > 0 needs model.stft_loss")
+        self.loss_weights = weights
+        self.balancer = balancer
+        self.optimizer_g = optimizer_g
+        self.optimizer_d = optimizer_d
+        self.scheduler_g = scheduler_g
+        self.scheduler_d = scheduler_d
+        self.discriminator_start_step = discriminator_start_step
+        self.discriminator_every = max(1, discriminator_every)
+        self.grad_clip_g = grad_clip_g
+        self.grad_clip_d = grad_clip_d
+        self.eval_kbps = tuple(float(k) for k in eval_kbps)
+        self.noise = noise
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.generator_step = 0
+        self.nonfinite_steps = 0
+        self.consecutive_nonfinite = 0
+
+    # ------------------------------------------------------------------ the codec
+    @property
+    def hop_length(self) -> int:
+        return self.generator.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None) -> CodecOutput:
+        """Encode, quantize and decode (B, 1, T) audio; ``n_q=None`` lets training draw it."""
+        latent = self.generator.encode(wav, condition)  # (B, D, F)
+        q = self.quantizer(latent, n_q=n_q)
+        audio = self.generator.decode(q.quantized, condition)[..., : wav.shape[-1]]  # (B, 1, T)
+        return CodecOutput(audio, latent, q)
+
+    def eval_n_qs(self) -> list[int]:
+        """The numbers of codebooks validation evaluates: those of ``eval_kbps`` and the full rate."""
+        full = self.quantizer.n_q
+        chosen = {full}
+        for k in self.eval_kbps:
+            chosen.add(full if k >= self.quantizer.kbps(full) else self.quantizer.n_q_for_kbps(k))
+        return sorted(chosen)
+
+    def describe(self) -> str:
+        """One line with the codec's derived numbers (frame rate, bits, bitrates, sizes)."""
+        q = self.quantizer
+        bits = q.bits_per_code
+        rates = ", ".join(f"{q.kbps(n):g}" for n in range(1, q.n_q + 1))
+        params = {name: sum(p.numel() for p in m.parameters()) / 1e6 for name, m in
+                  (("generator", self.generator), ("quantizer", self.quantizer), ("discriminator", self.discriminator))}  # fmt: skip
+        return (
+            f"codec: {self.sample_rate} Hz, hop {self.hop_length} samples -> {self.frame_rate:g} frames/s; "
+            f"{q.n_q} codebooks x {q.codebook_size} codes ({bits:g} bits) = {q.n_q * bits:g} bits/frame "
+            f"= {q.kbps(q.n_q):g} kbps; bitrates (kbps): {rates}; parameters (M): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in params.items())
+        )
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        g_params = [p for m in (self.generator, self.quantizer) for p in m.parameters()]
+        opt_g = self.optimizer_g(g_params)
+        opt_d = self.optimizer_d(list(self.discriminator.parameters()))
+        schedulers = []
+        for factory, opt in ((self.scheduler_g, opt_g), (self.scheduler_d, opt_d)):
+            if factory is not None:
+                schedulers.append({"scheduler": factory(opt), "interval": "step"})
+        return [opt_g, opt_d], schedulers
+
+    def _schedulers(self) -> list:
+        scheds = self.lr_schedulers()
+        if scheds is None:
+            return []
+        return list(scheds) if isinstance(scheds, (list, tuple)) else [scheds]
+
+    # ------------------------------------------------------------------ training
+    def _all_ranks_finite(self, value: torch.Tensor) -> bool:
+        flag = torch.isfinite(value.detach()).all().float().reshape(1)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            flag = self.trainer.strategy.reduce(flag, reduce_op="sum") / self.trainer.world_size
+        return bool(flag.item() == 1.0)
+
+    def _step(self, optimizer, loss: torch.Tensor, clip: float | None, params: list[torch.Tensor]) -> tuple[bool, torch.Tensor]:
+        """Backward, check, clip, step. Returns (stepped, gradient norm before clipping)."""
+        optimizer.zero_grad(set_to_none=True)
+        if not self._all_ranks_finite(loss):
+            return False, torch.tensor(float("nan"))
+        self.manual_backward(loss)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])) if grads else torch.zeros(())
+        if not self._all_ranks_finite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return False, norm
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return True, norm
+
+    def _generator_inputs(self, clean: torch.Tensor):
+        if self.noise is None:
+            return clean, clean, None
+        batch = self.noise(clean)
+        return batch.inputs, batch.targets, batch.condition
+
+    def reconstruction_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted reconstruction losses, keyed by their logged names."""
+        losses = {}
+        w = self.loss_weights
+        if w["rec/mel"] > 0 or self.balancer is not None:
+            losses["rec/mel"] = self.mel_loss(fake, real)
+        if w["rec/l1"] > 0:
+            losses["rec/l1"] = F.l1_loss(fake, real)
+        if w["rec/stft"] > 0:
+            losses["rec/stft"] = self.stft_loss(fake, real)
+        return losses
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        clean = batch.audio if hasattr(batch, "audio") else batch  # (B, 1, T)
+        inputs, target, condition = self._generator_inputs(clean)
+        out = self(inputs, condition=condition)
+        adversarial = self.generator_step >= self.discriminator_start_step
+        train_d = adversarial and self.generator_step % self.discriminator_every == 0
+        logs: dict[str, torch.Tensor | float] = {}
+        skipped = False
+
+        if train_d:
+            self.toggle_optimizer(opt_d)
+            real = self.discriminator(target)
+            fake = self.discriminator(out.audio.detach())
+            loss_d = self.adversarial_loss.discriminator(real.logits, fake.logits)
+            stepped, norm_d = self._step(opt_d, loss_d, self.grad_clip_d, list(self.discriminator.parameters()))
+            skipped |= not stepped
+            self.untoggle_optimizer(opt_d)
+            logs.update({"adv/disc": loss_d.detach(), "train/grad_norm_d": norm_d})
+
+        self.toggle_optimizer(opt_g)
+        losses = self.reconstruction_losses(out.audio, target)
+        if adversarial:
+            fake = self.discriminator(out.audio)
+            with torch.no_grad():
+                real = self.discriminator(target)
+            losses["adv/gen"] = self.adversarial_loss.generator(fake.logits)
+            losses["adv/feat"] = feature_matching_loss(real.features, fake.features, relative=self.relative_feature_matching)
+        commit = out.quantized.losses["vq/commit"]
+        w = self.loss_weights
+        if self.balancer is not None:
+            balanced = self.balancer({k: losses.get(k) for k in self.balancer.weights}, out.audio)
+            loss_g = balanced.surrogate + w["vq/commit"] * commit
+            logs["train/loss_g"] = balanced.effective_loss + w["vq/commit"] * commit.detach()
+        else:
+            loss_g = w["vq/commit"] * commit + sum(w[k] * v for k, v in losses.items() if w[k] > 0)
+            logs["train/loss_g"] = loss_g.detach()
+        g_params = [p for m in (self.generator, self.quantizer) for p in m.parameters()]
+        stepped, norm_g = self._step(opt_g, loss_g, self.grad_clip_g, g_params)
+        skipped |= not stepped
+        self.untoggle_optimizer(opt_g)
+
+        for sched in self._schedulers():
+            sched.step()
+        self._count(skipped)
+        self.generator_step += 1
+
+        logs.update({k: v.detach() for k, v in losses.items()})
+        logs["vq/commit"] = commit.detach()
+        logs.update({k: v for k, v in out.quantized.metrics.items()})
+        logs["vq/n_q"] = float(out.quantized.n_q)
+        logs["train/grad_norm_g"] = norm_g
+        logs["train/generator_step"] = float(self.generator_step)
+        logs["train/nonfinite_steps"] = float(self.nonfinite_steps)
+        logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            skipped_samples = getattr(self.trainer.datamodule, "corrupt_samples_skipped", None)
+            if skipped_samples is not None:
+                logs["train/corrupt_samples_skipped"] = float(skipped_samples)
+        self.log_dict({k: (v.float() if torch.is_tensor(v) else v) for k, v in logs.items()}, prog_bar=False,
+                      on_step=True, on_epoch=False, batch_size=clean.shape[0])  # fmt: skip
+        self.log("loss", logs["train/loss_g"], prog_bar=True, on_step=True, logger=False, batch_size=clean.shape[0])
+
+    def _count(self, skipped: bool) -> None:
+        if not skipped:
+            self.consecutive_nonfinite = 0
+            return
+        self.nonfinite_steps += 1
+        self.consecutive_nonfinite += 1
+        if self.consecutive_nonfinite >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"losses or gradients were not finite for {self.consecutive_nonfinite} generator steps in a row "
+                f"(generator step {self.generator_step}); stopping. The last good checkpoint is kept: lower the "
+                "learning rates, enable gradient clipping or check the data."
+            )
+
+    # ------------------------------------------------------------------ validation
+    def _evaluate(self, batch, stage: str) -> None:
+        clean = batch.audio if hasattr(batch, "audio") else batch  # (B, 1, T)
+        mask = batch.mask.to(clean.dtype) if hasattr(batch, "mask") else torch.ones_like(clean)
+        latent = self.generator.encode(clean)  # (B, D, F)
+        full = self.quantizer.n_q
+        for n_q in self.eval_n_qs():
+            codes = self.quantizer.encode(latent, n_q=n_q)  # (B, n_q, F)
+            audio = self.generator.decode(self.quantizer.decode(codes))[..., : clean.shape[-1]] * mask
+            label = kbps_label(self.quantizer.kbps(n_q))
+            metrics = {
+                f"{stage}/mel@{label}": self.mel_loss(audio, clean),
+                f"{stage}/l1@{label}": F.l1_loss(audio, clean),
+                f"{stage}/sisdr@{label}": si_sdr(audio, clean, mask).mean(),
+            }
+            if n_q == full:  # the metric checkpoints and early stopping watch
+                metrics[f"{stage}/loss"] = metrics[f"{stage}/mel@{label}"]
+            self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clean.shape[0])
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int):
+        clean = batch.audio if hasattr(batch, "audio") else batch
+        out = self(clean, n_q=self.quantizer.n_q)
+        return {"codes": out.quantized.codes, "audio": out.audio}
+
+    # ------------------------------------------------------------------ checkpoints
+    def codec_config(self) -> dict[str, Any]:
+        """What inference needs to rebuild the codec from a checkpoint (plain values only)."""
+        return {
+            "generator": module_config(self.generator),
+            "quantizer": module_config(self.quantizer),
+            "sample_rate": int(self.sample_rate),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_codec"] = {
+            "codec": self.codec_config(),
+            "generator_step": self.generator_step,
+            "nonfinite_steps": self.nonfinite_steps,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lit_codec", {})
+        self.generator_step = int(state.get("generator_step", 0))
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB per item of (B, 1, T) signals."""
+    if mask is not None:
+        estimate, reference = estimate * mask, reference * mask
+    est = estimate.flatten(1).double()  # (B, T)
+    ref = reference.flatten(1).double()
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    noise = est - target
+    return (10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))).float()
+

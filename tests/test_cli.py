@@ -1,0 +1,127 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from lit_codec.cli import expand_recipes, main, run_lightning
+from lit_codec.codec import Codec
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+SPEECH = sorted((REPO / "data_prep" / "samples" / "speech").rglob("*.flac"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_every_recipe_parses_and_builds(recipe, tmp_path):
+    text = recipe.read_text()
+    assert text.startswith("#") and "Run:" in text and "Result:" in text  # a header that explains it
+    cli = run_lightning(expand_recipes(["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path),
+                                        "--trainer.logger", "false"]), run=False)  # fmt: skip
+    model, data = cli.model, cli.datamodule
+    assert data.sample_rate == model.sample_rate  # linked, written once
+    assert data.hop_length == model.hop_length
+    assert model.quantizer.frame_rate == pytest.approx(model.sample_rate / model.hop_length)
+
+
+def _built(name):
+    return run_lightning(expand_recipes(["--config", str(REPO / "recipes/codec" / name), "--trainer.logger", "false"]), run=False).model
+
+
+def test_the_seed_example_holds_for_the_24khz_recipe():
+    model = _built("soundstream_24khz_6kbps.yaml")
+    q = model.quantizer
+    assert model.sample_rate == 24000 and model.hop_length == 320 and model.frame_rate == 75
+    assert q.n_q == 8 and q.codebook_size == 1024 and q.kbps(8) == pytest.approx(6.0)
+    assert q.n_q * math.log2(q.codebook_size) == 80
+
+
+def test_the_speech_recipe_serves_every_bitrate():
+    model = _built("speech_16khz_6kbps.yaml")
+    q = model.quantizer
+    assert model.frame_rate == 50 and q.n_q == 12 and q.codebook_size == 1024
+    assert [q.n_q_for_kbps(k) for k in (1.5, 3, 6)] == [3, 6, 12]
+    assert model.eval_n_qs() == [3, 6, 12]
+
+
+def test_print_config_shows_the_derived_numbers(capsys):
+    main(["fit", "--config", str(REPO / "recipes/codec/soundstream_24khz_6kbps.yaml"), "--print_config"])
+    out = capsys.readouterr().out
+    assert "sample_rate: 24000" in out and "n_q: 8" in out
+    assert "75 frames/s" in out and "= 6 kbps" in out and "80 bits/frame" in out
+
+
+def test_recipes_extend_their_base():
+    args = expand_recipes(["fit", "--config", str(REPO / "recipes/codec/debug.yaml")])
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    assert len(configs) == 2 and "SEANetGenerator" in configs[0] and "extends" not in configs[1]
+
+
+@pytest.fixture(scope="module")
+def trained_debug(tmp_path_factory, sample_shards):
+    """The debug recipe fitted for a few steps through the CLI, in-process."""
+    root = tmp_path_factory.mktemp("run")
+    main(["fit", "--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(sample_shards),
+          "--trainer.max_steps", "6", "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false", "--data.num_workers", "0",
+          "--model.init_args.quantizer.init_args.warmup_steps", "1"])  # fmt: skip
+    return root / "checkpoints" / "last.ckpt"
+
+
+def test_fit_writes_a_checkpoint_that_loads_safely(trained_debug):
+    assert trained_debug.is_file()
+    ckpt = torch.load(trained_debug, weights_only=True)  # no arbitrary unpickling needed
+    assert ckpt["lit_codec"]["generator_step"] == 6
+    codec = Codec.from_checkpoint(trained_debug)
+    assert codec.sample_rate == 16000 and codec.n_q == 4
+
+
+def test_encode_decode_round_trip_and_streaming_codes(trained_debug, tmp_path):
+    # a stereo 44.1 kHz copy of a shipped clip: the CLI converts it
+    audio, rate = sf.read(SPEECH[0])
+    import soxr
+
+    stereo = np.stack([soxr.resample(audio, rate, 44100)] * 2, axis=1) * 0.9
+    src = tmp_path / "in.wav"
+    sf.write(src, stereo, 44100)
+    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "a.npz")])
+    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "s.npz"), "--chunk-ms", "20"])
+    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "k.npz"), "--kbps", "0.8"])
+    offline, streamed, low = (np.load(tmp_path / f"{n}.npz") for n in "ask")
+    assert offline["codes"].shape == (4, math.ceil(len(audio) / 320))
+    np.testing.assert_array_equal(offline["codes"], streamed["codes"])  # streaming gives the same codes
+    assert low["codes"].shape[0] == 2 and float(low["kbps"]) == pytest.approx(0.8)
+    np.testing.assert_array_equal(low["codes"], offline["codes"][:2])
+    assert int(offline["sample_rate"]) == 16000 and float(offline["frame_rate"]) == 50
+    main(["decode", "--ckpt", str(trained_debug), "--input", str(tmp_path / "a.npz"), "--output", str(tmp_path / "b.wav")])
+    decoded, out_rate = sf.read(tmp_path / "b.wav")
+    assert out_rate == 16000 and len(decoded) == len(audio) and np.isfinite(decoded).all()
+
+
+def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path):
+    main(["encode", "--ckpt", str(trained_debug), "--input", str(SPEECH[1]), "--output", str(tmp_path / "a.npz")])
+    other = Codec.from_checkpoint(trained_debug)
+    with torch.no_grad():
+        next(other.generator.parameters()).add_(0.01)
+    other._fingerprint = "changed"
+    other.config = dict(other.config)
+    path = other.export(tmp_path / "other.safetensors")
+    with pytest.raises(SystemExit, match="encoded by codec"):
+        main(["decode", "--ckpt", str(path), "--input", str(tmp_path / "a.npz"), "--output", str(tmp_path / "b.wav")])
+
+
+def test_unreadable_input_gives_a_clear_error(trained_debug, tmp_path):
+    (tmp_path / "notes.wav").write_text("not audio at all\n" * 10)
+    with pytest.raises(SystemExit, match=r"notes.wav.*not audio"):
+        main(["encode", "--ckpt", str(trained_debug), "--input", str(tmp_path / "notes.wav"), "--output", str(tmp_path / "x.npz")])
+
+
+def test_export_round_trip(trained_debug, tmp_path):
+    codec = Codec.from_checkpoint(trained_debug)
+    main(["export", "--ckpt", str(trained_debug), "--output", str(tmp_path / "c.safetensors")])
+    exported = Codec.from_checkpoint(tmp_path / "c.safetensors")
+    assert exported.fingerprint == codec.fingerprint
+    wav = torch.from_numpy(sf.read(SPEECH[2], dtype="float32")[0])
+    assert torch.equal(codec.encode(wav), exported.encode(wav))
