@@ -46,7 +46,9 @@ def _complex_spectrogram(
         x = F.pad(x, (0, n_fft - x.shape[-1]))  # (B, 1, n_fft)
     spec = stft_complex(x, n_fft, hop_length, win_length, center=center)  # (B, F, frames)
     spec = torch.view_as_real(spec) * scale  # (B, F, frames, 2)
-    return spec.permute(0, 3, 2, 1).to(x.dtype)  # (B, 2, frames, F)
+    # contiguous: torch 2.13's CPU backward of a strided conv2d on this channels-last
+    # permutation crashes (segfault) for some shapes
+    return spec.permute(0, 3, 2, 1).to(x.dtype).contiguous()  # (B, 2, frames, F)
 
 
 def _window_scale(win_length: int, normalized: bool) -> float:

@@ -238,3 +238,13 @@ def test_submodules_import_first_without_a_cycle():
         "assert M is MultiPeriodDiscriminator and S is STFTDiscriminator\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_stft_discriminator_backward_on_half_second_batches():
+    """Regression: a channels-last spectrogram crashed torch's conv2d backward (segfault)."""
+    from lit_codec.nn.discriminators import STFTDiscriminator
+
+    d = STFTDiscriminator(channels=4, max_channels=32)
+    x = torch.randn(8, 1, 8000, requires_grad=True)
+    sum(logit.mean() for logit in d(x).logits).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
