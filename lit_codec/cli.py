@@ -110,12 +110,41 @@ def _make_cli_class():
             )
             parser.link_arguments("model.init_args.sample_rate", "model.init_args.mel_loss.init_args.sample_rate")
 
+        def before_instantiate_classes(self) -> None:
+            # a logger without its own folder writes into the run's folder
+            config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+            trainer = config.get("trainer")
+            loggers = trainer.get("logger") if trainer is not None else None
+            for logger in loggers if isinstance(loggers, list) else [loggers]:
+                init = getattr(logger, "init_args", None)
+                if init is not None and "save_dir" in init and init.save_dir in (None, ".", "./"):
+                    init.save_dir = trainer.get("default_root_dir") or "."
+
         def before_fit(self) -> None:
             describe = getattr(self.model, "describe", None)
             if describe is not None and self.trainer.is_global_zero:
                 print(describe(), flush=True)
+            # the full resolved config, so dashboards can filter and compare runs by any key
+            config = self.config[self.subcommand].clone()
+            for logger in self.trainer.loggers:
+                logger.log_hyperparams(_flatten(config.as_dict()))
 
     return LitCodecCLI
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"init_args": {"lr": 1}}} -> {"model.lr": 1}`` (``init_args`` levels dropped)."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            name = prefix if key == "init_args" else (f"{prefix}.{key}" if prefix else str(key))
+            out.update(_flatten(value, name))
+    elif isinstance(tree, (list, tuple)) and any(isinstance(v, dict) for v in tree):
+        for i, value in enumerate(tree):
+            out.update(_flatten(value, f"{prefix}.{i}"))
+    else:
+        out[prefix] = list(tree) if isinstance(tree, tuple) else tree
+    return out
 
 
 def __getattr__(name: str):

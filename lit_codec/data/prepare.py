@@ -257,7 +257,16 @@ def _process_file(item: AudioInput, s: PrepareSettings, split: str, first_segmen
 
 
 def _quiet_worker() -> None:
-    """Silence C-level decoder chatter (mpg123 warnings) in worker processes."""
+    """Worker set-up: die with the parent (a killed run leaves no orphans) and silence
+    C-level decoder chatter (mpg123 warnings)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
 

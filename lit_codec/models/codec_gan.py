@@ -46,6 +46,21 @@ __all__ = ["CodecGAN", "CodecOutput", "NonFiniteLossError"]
 DEFAULT_LOSS_WEIGHTS = {"rec/mel": 15.0, "rec/l1": 0.0, "rec/stft": 0.0, "adv/gen": 1.0, "adv/feat": 2.0, "vq/commit": 1.0}
 
 
+class _CodecPath(nn.Module):
+    """encode -> quantize -> decode as one ``forward``: what DDP wraps for the generator step."""
+
+    def __init__(self, generator: nn.Module, quantizer: nn.Module):
+        super().__init__()
+        self.generator = generator
+        self.quantizer = quantizer
+
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None):
+        latent = self.generator.encode(wav, condition)  # (B, D, F)
+        q = self.quantizer(latent, n_q=n_q)
+        audio = self.generator.decode(q.quantized, condition)[..., : wav.shape[-1]]  # (B, 1, T)
+        return audio, latent, q
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced non-finite losses or gradients for too many steps in a row."""
 
@@ -165,7 +180,9 @@ class CodecGAN(L.LightningModule):
         self.eval_kbps = tuple(float(k) for k in eval_kbps)
         self.noise = noise
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.__dict__["_ddp"] = {}  # DDP wrappers, outside the module tree (see wrap_for_ddp)
         self.generator_step = 0
+        self.val_code_counts: torch.Tensor | None = None  # (n_q, codebook_size) during validation
         self.nonfinite_steps = 0
         self.consecutive_nonfinite = 0
 
@@ -180,10 +197,31 @@ class CodecGAN(L.LightningModule):
 
     def forward(self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None) -> CodecOutput:
         """Encode, quantize and decode (B, 1, T) audio; ``n_q=None`` lets training draw it."""
-        latent = self.generator.encode(wav, condition)  # (B, D, F)
-        q = self.quantizer(latent, n_q=n_q)
-        audio = self.generator.decode(q.quantized, condition)[..., : wav.shape[-1]]  # (B, 1, T)
+        path = self._ddp.get("codec") if self.training else None
+        if path is None:
+            path = _CodecPath(self.generator, self.quantizer)
+        audio, latent, q = path(wav, n_q=n_q, condition=condition)
         return CodecOutput(audio, latent, q)
+
+    # ------------------------------------------------------------------ distributed
+    def wrap_for_ddp(self, wrap) -> None:
+        """Wrap the codec path and the discriminator as two DDP modules (see ``lit_codec.strategies``).
+
+        The wrappers are kept outside the module tree, so parameters, state dicts and
+        checkpoints are those of the plain networks.
+        """
+        self._ddp["codec"] = wrap(_CodecPath(self.generator, self.quantizer))
+        self._ddp["discriminator"] = wrap(self.discriminator)
+
+    def setup(self, stage: str) -> None:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        from lit_codec.strategies import GANDDPStrategy
+
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        if type(strategy) is DDPStrategy and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            # plain `--trainer.strategy ddp`: synchronise generator and discriminator separately
+            strategy.__class__ = GANDDPStrategy
 
     def eval_n_qs(self) -> list[int]:
         """The numbers of codebooks validation evaluates: those of ``eval_kbps`` and the full rate."""
@@ -235,6 +273,9 @@ class CodecGAN(L.LightningModule):
         """Backward, check, clip, step. Returns (stepped, gradient norm before clipping)."""
         optimizer.zero_grad(set_to_none=True)
         if not self._all_ranks_finite(loss):
+            # still run a backward (of zeros) so that DDP's reducers see the pass they expect
+            self.manual_backward(loss.nan_to_num(0.0, 0.0, 0.0) * 0)
+            optimizer.zero_grad(set_to_none=True)
             return False, torch.tensor(float("nan"))
         self.manual_backward(loss)
         grads = [p.grad for p in params if p.grad is not None]
@@ -277,8 +318,9 @@ class CodecGAN(L.LightningModule):
 
         if train_d:
             self.toggle_optimizer(opt_d)
-            real = self.discriminator(target)
-            fake = self.discriminator(out.audio.detach())
+            discriminator = self._ddp.get("discriminator", self.discriminator)
+            real = discriminator(target)
+            fake = discriminator(out.audio.detach())
             loss_d = self.adversarial_loss.discriminator(real.logits, fake.logits)
             stepped, norm_d = self._step(opt_d, loss_d, self.grad_clip_d, list(self.discriminator.parameters()))
             skipped |= not stepped
@@ -342,15 +384,18 @@ class CodecGAN(L.LightningModule):
             )
 
     # ------------------------------------------------------------------ validation
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch, stage: str) -> dict[str, Any]:
         clean = batch.audio if hasattr(batch, "audio") else batch  # (B, 1, T)
+        lengths = batch.lengths if hasattr(batch, "lengths") else torch.full((clean.shape[0],), clean.shape[-1], device=clean.device)
         mask = batch.mask.to(clean.dtype) if hasattr(batch, "mask") else torch.ones_like(clean)
         latent = self.generator.encode(clean)  # (B, D, F)
         full = self.quantizer.n_q
+        reconstructions = {}
         for n_q in self.eval_n_qs():
             codes = self.quantizer.encode(latent, n_q=n_q)  # (B, n_q, F)
             audio = self.generator.decode(self.quantizer.decode(codes))[..., : clean.shape[-1]] * mask
             label = kbps_label(self.quantizer.kbps(n_q))
+            reconstructions[label] = audio
             metrics = {
                 f"{stage}/mel@{label}": self.mel_loss(audio, clean),
                 f"{stage}/l1@{label}": F.l1_loss(audio, clean),
@@ -358,13 +403,51 @@ class CodecGAN(L.LightningModule):
             }
             if n_q == full:  # the metric checkpoints and early stopping watch
                 metrics[f"{stage}/loss"] = metrics[f"{stage}/mel@{label}"]
+                self._count_codes(codes, lengths)
             self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clean.shape[0])
+        return {"reference": clean, "lengths": lengths, "reconstructions": reconstructions}
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def _count_codes(self, codes: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Accumulate how often each code is used (real frames only) into ``val_code_counts``."""
+        n_q, size = codes.shape[1], self.quantizer.codebook_size
+        frames = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")  # (B,)
+        valid = torch.arange(codes.shape[-1], device=codes.device)[None, :] < frames[:, None]  # (B, F)
+        offsets = torch.arange(n_q, device=codes.device)[None, :, None] * size  # (1, n_q, 1)
+        flat = (codes + offsets)[valid[:, None, :].expand_as(codes)]  # (N,)
+        counts = torch.bincount(flat, minlength=n_q * size).reshape(n_q, size).to(torch.float64)
+        self.val_code_counts = counts if self.val_code_counts is None else self.val_code_counts + counts
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def on_validation_epoch_start(self) -> None:
+        self.val_code_counts = None
+
+    def on_test_epoch_start(self) -> None:
+        self.val_code_counts = None
+
+    def _log_codebook_statistics(self, stage: str) -> None:
+        """Per-codebook usage and perplexity, and the bitrate entropy coding would need."""
+        counts = self.val_code_counts
+        if counts is None:
+            return
+        if self.trainer is not None and self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
+        stats = codebook_statistics(counts, self.frame_rate)
+        logs = {f"{stage}/vq/usage/{i}": u for i, u in enumerate(stats["usage"])}
+        logs.update({f"{stage}/vq/perplexity/{i}": p for i, p in enumerate(stats["perplexity"])})
+        logs[f"{stage}/vq/kbps"] = self.quantizer.kbps(self.quantizer.n_q)
+        logs[f"{stage}/vq/entropy_kbps"] = stats["entropy_kbps"]
+        self.log_dict(logs, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_codebook_statistics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_codebook_statistics("test")
+
+    def validation_step(self, batch, batch_idx: int) -> dict[str, Any]:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> dict[str, Any]:
+        return self._evaluate(batch, "test")
 
     def predict_step(self, batch, batch_idx: int):
         clean = batch.audio if hasattr(batch, "audio") else batch
@@ -393,6 +476,18 @@ class CodecGAN(L.LightningModule):
         self.generator_step = int(state.get("generator_step", 0))
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+
+
+def codebook_statistics(counts: torch.Tensor, frame_rate: float) -> dict[str, Any]:
+    """Usage (fraction of codes used), perplexity and entropy-coded kbps from code counts (n_q, K)."""
+    total = counts.sum(dim=1, keepdim=True).clamp_min(1)
+    p = counts / total  # (n_q, K)
+    entropy_bits = -(p * torch.log2(p.clamp_min(1e-30))).sum(dim=1)  # (n_q,)
+    return {
+        "usage": (counts > 0).float().mean(dim=1).tolist(),
+        "perplexity": torch.exp2(entropy_bits).tolist(),
+        "entropy_kbps": float(entropy_bits.sum() * frame_rate / 1000),
+    }
 
 
 def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""Read an offline W&B run's ``.wandb`` file with wandb's own protobuf records.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then
+32 KiB blocks of chunks ``crc32 (4) | length (2, LE) | type (1) | data``, where a
+record is one FULL chunk or FIRST, MIDDLE..., LAST chunks.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32 * 1024
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a .wandb file"
+    records, pending, pos = [], b"", HEADER
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == 0 and length == 0:
+            continue
+        if kind == FULL:
+            pending = chunk
+        elif kind == FIRST:
+            pending = chunk
+            continue
+        elif kind == MIDDLE:
+            pending += chunk
+            continue
+        elif kind == LAST:
+            pending += chunk
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        records.append(record)
+        pending = b""
+    return records
+
+
+def history(path: str | Path) -> list[dict[str, str]]:
+    """Every logged step: {key: value_json}."""
+    steps = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "history":
+            steps.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+    return steps
+
+
+def config(path: str | Path) -> dict[str, str]:
+    out = {}
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                out[item.key or "/".join(item.nested_key)] = item.value_json
+    return out
