@@ -12,6 +12,10 @@ Inference:
     lit-codec export --ckpt C --output codec.safetensors
     lit-codec info   --ckpt C
 
+Evaluation:
+    lit-codec score    --reference R --degraded D [--metrics pesq,stoi,...] [--json]
+    lit-codec evaluate --ckpt C --input DIR_OR_SHARDS --kbps 1.5,3,6 --output REPORT_DIR [--baseline opus]
+
 Recipes may start with ``extends: base.yaml`` (a path relative to the recipe, or a
 list of them): the named recipes are applied first, then this one on top, exactly
 as if each had been given with its own ``--config``.
@@ -31,6 +35,7 @@ __all__ = ["expand_recipes", "main", "run_lightning"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 INFERENCE_COMMANDS = ("encode", "decode", "export", "info")
+EVALUATION_COMMANDS = ("score", "evaluate")
 
 
 # --------------------------------------------------------------------------- recipes
@@ -313,6 +318,15 @@ def _info(a) -> None:
 def main(args: list[str] | None = None):
     """Entry point of the ``lit-codec`` console script."""
     args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] in EVALUATION_COMMANDS:
+        if args[0] == "score":
+            from lit_codec.scoring import score_main as command
+        else:
+            from lit_codec.evaluate import evaluate_main as command
+        code = command(args[1:])
+        if code:
+            raise SystemExit(code)
+        return None
     if args and args[0] in INFERENCE_COMMANDS:
         parsed = _inference_parser().parse_args(args)
         handler = {"encode": _encode, "decode": _decode, "export": _export, "info": _info}[parsed.command]
@@ -322,7 +336,8 @@ def main(args: list[str] | None = None):
             raise SystemExit(f"lit-codec {parsed.command}: {e}") from None
         return None
     if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
-        raise SystemExit(f"lit-codec: unknown command {args[0]!r}; use one of {', '.join(LIGHTNING_COMMANDS + INFERENCE_COMMANDS)}")
+        known = LIGHTNING_COMMANDS + INFERENCE_COMMANDS + EVALUATION_COMMANDS
+        raise SystemExit(f"lit-codec: unknown command {args[0]!r}; use one of {', '.join(known)}")
     expanded = expand_recipes(args)
     if any(a.startswith("--print_config") for a in expanded):
         _print_config_with_derived(expanded)

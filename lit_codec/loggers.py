@@ -55,6 +55,13 @@ class WandbLogger(_LightningWandbLogger):
         self.mode = chosen
         super().__init__(**kwargs)
 
+    def finalize(self, status: str) -> None:
+        """Finish the W&B run when training ends, so an offline run is complete on disk."""
+        super().finalize(status)
+        if self._experiment is not None and hasattr(self._experiment, "finish"):
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
+
 
 def _media_dir(logger) -> Path:
     base = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) or "."

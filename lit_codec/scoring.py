@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -32,18 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_codec.metrics.base import MetricSummary
 from lit_codec.metrics.functional import METRICS, align, check_metric_names, score_pair
+from lit_codec.metrics.report import format_table, summarize
 
 __all__ = [
     "DEFAULT_METRICS",
     "PairResult",
-    "format_table",
     "load_pair",
     "pair_folders",
     "score_files",
     "score_main",
-    "summarize",
 ]
 
 DEFAULT_METRICS = ("pesq", "stoi", "estoi", "sisdr", "mel", "visqol_speech")
@@ -63,15 +60,6 @@ class PairResult:
     @property
     def delay_ms(self) -> float:
         return 1000.0 * self.delay / self.sample_rate
-
-
-def summarize(values: Sequence[float | None]) -> MetricSummary:
-    """Mean and population standard deviation of the non-``None`` values, and the counts."""
-    scored = [float(v) for v in values if v is not None and math.isfinite(v)]
-    skipped = len(values) - len(scored)
-    if not scored:
-        return MetricSummary(None, None, 0, skipped)
-    return MetricSummary(float(np.mean(scored)), float(np.std(scored)), len(scored), skipped)
 
 
 def load_pair(
@@ -164,24 +152,6 @@ def pair_folders(
         if name not in refs:
             problems.append(f"{deg_files[0]}: no reference file named {name}.* in {reference}")
     return pairs, problems
-
-
-def format_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False
-) -> str:
-    """A plain-text table with aligned columns (a GitHub markdown table with ``markdown``)."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    if markdown:
-        lines = [
-            "| " + " | ".join(str(h) for h in headers) + " |",
-            "|" + "|".join(" --- " for _ in headers) + "|",
-        ]
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-        return "\n".join(lines)
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lines = [fmt.format(*headers), "  ".join("-" * w for w in widths)]
-    lines += [fmt.format(*(str(c) for c in row)) for row in rows]
-    return "\n".join(lines)
 
 
 def _value(v: float | None, metric: str) -> str:

@@ -7,6 +7,7 @@ record is one FULL chunk or FIRST, MIDDLE..., LAST chunks.
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -48,19 +49,32 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
-def history(path: str | Path) -> list[dict[str, str]]:
-    """Every logged step: {key: value_json}."""
+def history(path: str | Path) -> list[dict]:
+    """Every logged step: {key: value}; media objects become dicts of their fields."""
     steps = []
     for record in read_records(path):
-        if record.WhichOneof("record_type") == "history":
-            steps.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        if record.WhichOneof("record_type") != "history":
+            continue
+        step: dict = {}
+        for item in record.history.item:
+            keys = [item.key] if item.key else list(item.nested_key)
+            value = json.loads(item.value_json)
+            if len(keys) == 1:
+                step[keys[0]] = value
+            else:
+                step.setdefault(keys[0], {})[keys[1]] = value
+        steps.append(step)
     return steps
 
 
-def config(path: str | Path) -> dict[str, str]:
+def config(path: str | Path) -> dict:
+    """The run's config: {key: value}."""
     out = {}
     for record in read_records(path):
         if record.WhichOneof("record_type") == "config":
             for item in record.config.update:
-                out[item.key or "/".join(item.nested_key)] = item.value_json
+                value = json.loads(item.value_json)
+                if isinstance(value, dict) and set(value) == {"value"}:
+                    value = value["value"]
+                out[item.key or "/".join(item.nested_key)] = value
     return out

@@ -19,22 +19,35 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
     ``ModelCheckpoint``'s. Without ``dirpath`` checkpoints go to
     ``<trainer.default_root_dir>/checkpoints`` (not into a logger's versioned folder), so
     ``--ckpt_path last`` finds the previous run's ``last.ckpt``. The final state is saved
-    as ``last.ckpt`` when training ends normally.
+    as ``last.ckpt`` when training ends normally, and also on SIGTERM (preemption) and
+    Ctrl-C. Checkpoints are written atomically (:class:`lit_codec.checkpoint_io.AtomicCheckpointIO`
+    replaces Lightning's default writer).
 
     Args:
         every_n_generator_steps: save after every this many generator steps (0: never by steps).
+        save_last: keep ``last.ckpt`` up to date.
+        enable_version_counter: write ``last-v1.ckpt`` instead of overwriting ``last.ckpt``.
         **kwargs: passed to ``ModelCheckpoint`` (``dirpath``, ``save_last``, ``monitor``, ...).
     """
 
-    def __init__(self, every_n_generator_steps: int = 1000, **kwargs):
-        kwargs.setdefault("save_last", True)
-        super().__init__(**kwargs)
+    def __init__(self, every_n_generator_steps: int = 1000, save_last: bool = True, enable_version_counter: bool = False, **kwargs):
+        # enable_version_counter=False: a resumed run overwrites last.ckpt (atomically)
+        # instead of writing last-v1.ckpt next to it
+        super().__init__(save_last=save_last, enable_version_counter=enable_version_counter, **kwargs)
         self.every_n_generator_steps = every_n_generator_steps
         self._last_generator_step_saved = -1
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        # write checkpoints atomically (temporary file + rename): a SIGKILL during a save
+        # leaves the previous last.ckpt intact
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        from lit_codec.checkpoint_io import AtomicCheckpointIO
+
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -42,6 +55,16 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         if self.save_last and step is not None and step != self._last_generator_step_saved and step > 0:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_generator_step_saved = step
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Preemption (SIGTERM) or Ctrl-C: save ``last.ckpt`` before the process exits.
+
+        Other errors (a diverged run, a bug) keep the last good checkpoint as it is.
+        """
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if self.save_last and isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.dirpath:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = getattr(pl_module, "generator_step", None)

@@ -127,6 +127,6 @@ class ValidationMedia(L.Callback):
             self._logged += 1
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        counts = getattr(pl_module, "val_code_counts", None)
+        counts = getattr(pl_module, "val_code_counts", None)  # this rank's counts: no collective here
         if self._active and self.codebook_histograms and counts is not None and counts.sum() > 0:
             log_image(trainer.logger, "vq/usage_histogram", codebook_usage_image(counts.cpu().numpy()), trainer.global_step)

@@ -224,6 +224,9 @@ class AudioShardDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if self._train_loader is not None and trainer is not None and trainer.training:
+            self._train_loader.consumed += 1  # the position a resumed run skips to
         if isinstance(batch, AudioBatch) and batch.skipped:
             self.corrupt_samples_skipped += batch.skipped
             log.warning("%d corrupt samples skipped so far", self.corrupt_samples_skipped)

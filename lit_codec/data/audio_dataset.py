@@ -225,13 +225,21 @@ class AudioClipDataset(Dataset):
 
 
 class FixedLengthLoader:
-    """Exactly ``length`` batches per epoch from an endless loader, continuing where the last epoch stopped."""
+    """Exactly ``length`` batches per epoch from an endless loader, continuing where the last epoch stopped.
+
+    Stateful (Lightning saves ``state_dict`` in checkpoints): ``consumed`` counts the
+    batches training actually used (the data module increments it as each batch is
+    taken; batches prefetched but not used do not count). After ``load_state_dict`` the
+    stream restarts from the beginning and skips that many batches, so a resumed run
+    sees exactly the batches an uninterrupted run would (the stream is deterministic).
+    """
 
     def __init__(self, loader, length: int):
         self.loader = loader
         self.length = max(1, int(length))
         self._iterator = None
-        self.batches_served = 0
+        self.consumed = 0
+        self._skip = 0
 
     def __len__(self) -> int:
         return self.length
@@ -239,9 +247,19 @@ class FixedLengthLoader:
     def __iter__(self) -> Iterator[AudioBatch]:
         if self._iterator is None:
             self._iterator = iter(self.loader)
+            for _ in range(self._skip):  # fast-forward to where the checkpointed run was
+                next(self._iterator)
+            self._skip = 0
         for _ in range(self.length):
-            self.batches_served += 1
             yield next(self._iterator)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.consumed = int(state.get("consumed", 0))
+        self._skip = self.consumed
+        self._iterator = None
 
 
 def batches_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:

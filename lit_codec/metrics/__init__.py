@@ -7,6 +7,8 @@
 - torchmetrics ``Metric``\\ s reduced across DDP ranks: :class:`PESQ`, :class:`STOI`,
   :class:`SISDR`, :class:`MelDistance`, :class:`LogSpectralDistance`, :class:`ViSQOL`
   (mean over scored clips, ``skipped`` counts the rest) and :class:`CodebookStatistics`.
+- :mod:`lit_codec.metrics.report`: summaries, tables and the rate–distortion plot of
+  ``lit-codec evaluate``.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lit_codec.metrics.codebook import CodebookStatistics
 from lit_codec.nn.augment import NoiseMixer
 from lit_codec.nn.configurable import module_config
 from lit_codec.nn.losses import AdversarialLoss, feature_matching_loss
@@ -182,7 +183,7 @@ class CodecGAN(L.LightningModule):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.__dict__["_ddp"] = {}  # DDP wrappers, outside the module tree (see wrap_for_ddp)
         self.generator_step = 0
-        self.val_code_counts: torch.Tensor | None = None  # (n_q, codebook_size) during validation
+        self.codebook_statistics = CodebookStatistics(quantizer.n_q, quantizer.codebook_size, sample_rate / generator.hop_length)
         self.nonfinite_steps = 0
         self.consecutive_nonfinite = 0
 
@@ -403,38 +404,31 @@ class CodecGAN(L.LightningModule):
             }
             if n_q == full:  # the metric checkpoints and early stopping watch
                 metrics[f"{stage}/loss"] = metrics[f"{stage}/mel@{label}"]
-                self._count_codes(codes, lengths)
+                frames = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
+                self.codebook_statistics.update(codes, frames)
             self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clean.shape[0])
         return {"reference": clean, "lengths": lengths, "reconstructions": reconstructions}
 
-    def _count_codes(self, codes: torch.Tensor, lengths: torch.Tensor) -> None:
-        """Accumulate how often each code is used (real frames only) into ``val_code_counts``."""
-        n_q, size = codes.shape[1], self.quantizer.codebook_size
-        frames = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")  # (B,)
-        valid = torch.arange(codes.shape[-1], device=codes.device)[None, :] < frames[:, None]  # (B, F)
-        offsets = torch.arange(n_q, device=codes.device)[None, :, None] * size  # (1, n_q, 1)
-        flat = (codes + offsets)[valid[:, None, :].expand_as(codes)]  # (N,)
-        counts = torch.bincount(flat, minlength=n_q * size).reshape(n_q, size).to(torch.float64)
-        self.val_code_counts = counts if self.val_code_counts is None else self.val_code_counts + counts
-
     def on_validation_epoch_start(self) -> None:
-        self.val_code_counts = None
+        self.codebook_statistics.reset()
 
     def on_test_epoch_start(self) -> None:
-        self.val_code_counts = None
+        self.codebook_statistics.reset()
+
+    @property
+    def val_code_counts(self) -> torch.Tensor:
+        """(n_q, codebook_size) code counts of the current validation pass on this rank."""
+        return self.codebook_statistics.counts
 
     def _log_codebook_statistics(self, stage: str) -> None:
-        """Per-codebook usage and perplexity, and the bitrate entropy coding would need."""
-        counts = self.val_code_counts
-        if counts is None:
+        """Per-codebook usage and perplexity, and the bitrate entropy coding would need (all ranks)."""
+        if int(self.codebook_statistics.layer_frames.sum()) == 0 and self.trainer.world_size == 1:
             return
-        if self.trainer is not None and self.trainer.world_size > 1:
-            counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
-        stats = codebook_statistics(counts, self.frame_rate)
-        logs = {f"{stage}/vq/usage/{i}": u for i, u in enumerate(stats["usage"])}
-        logs.update({f"{stage}/vq/perplexity/{i}": p for i, p in enumerate(stats["perplexity"])})
-        logs[f"{stage}/vq/kbps"] = self.quantizer.kbps(self.quantizer.n_q)
-        logs[f"{stage}/vq/entropy_kbps"] = stats["entropy_kbps"]
+        stats = self.codebook_statistics.compute()  # reduced across ranks
+        logs = {f"{stage}/vq/usage/{i}": u for i, u in enumerate(stats.usage)}
+        logs.update({f"{stage}/vq/perplexity/{i}": p for i, p in enumerate(stats.perplexity)})
+        logs[f"{stage}/vq/kbps"] = stats.kbps
+        logs[f"{stage}/vq/entropy_kbps"] = stats.entropy_kbps
         self.log_dict(logs, sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
@@ -469,6 +463,7 @@ class CodecGAN(L.LightningModule):
             "generator_step": self.generator_step,
             "nonfinite_steps": self.nonfinite_steps,
             "consecutive_nonfinite": self.consecutive_nonfinite,
+            "rng": _rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -476,18 +471,41 @@ class CodecGAN(L.LightningModule):
         self.generator_step = int(state.get("generator_step", 0))
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        if "rng" in state:  # noise mixing and anything else drawn from the global generators
+            _set_rng_state(state["rng"])
 
 
-def codebook_statistics(counts: torch.Tensor, frame_rate: float) -> dict[str, Any]:
-    """Usage (fraction of codes used), perplexity and entropy-coded kbps from code counts (n_q, K)."""
-    total = counts.sum(dim=1, keepdim=True).clamp_min(1)
-    p = counts / total  # (n_q, K)
-    entropy_bits = -(p * torch.log2(p.clamp_min(1e-30))).sum(dim=1)  # (n_q,)
-    return {
-        "usage": (counts > 0).float().mean(dim=1).tolist(),
-        "perplexity": torch.exp2(entropy_bits).tolist(),
-        "entropy_kbps": float(entropy_bits.sum() * frame_rate / 1000),
+def _rng_state() -> dict[str, Any]:
+    """Global random states as tensors and plain values (safe for ``weights_only`` loading)."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},  # fmt: skip
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
