@@ -64,7 +64,10 @@ class Codec(nn.Module):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        if path.suffix == ".safetensors":
+        if path.is_dir():  # a sharded (FSDP) checkpoint: consolidate it in memory
+            config, state = _load_sharded(path)
+            folded = False
+        elif path.suffix == ".safetensors":
             from safetensors import safe_open
             from safetensors.torch import load_file
 
@@ -223,6 +226,33 @@ class CodecStream:
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 1, 0)
         return self.codec.generator.decode(self.codec.quantizer.decode(codes.long().to(self.codec._device())))
+
+
+def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and full generator/quantizer state of a sharded Lightning checkpoint folder.
+
+    The shard index (``.metadata``) is read by torch.distributed.checkpoint, which uses
+    pickle: consolidate only checkpoints you made (``lit-codec export`` then writes a safe
+    ``.safetensors`` file to share).
+    """
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from lit_codec.strategies import recover_checkpoint
+
+    recover_checkpoint(path)
+    meta_file = path / "meta.pt"
+    if not meta_file.is_file():
+        raise ValueError(f"{path} is a folder but not a sharded lit-codec checkpoint (no meta.pt)")
+    meta = torch.load(meta_file, map_location="cpu", weights_only=True)
+    if "lit_codec" not in meta:
+        raise ValueError(f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(path), f"{tmp}/full.pt")
+        full = torch.load(f"{tmp}/full.pt", map_location="cpu", weights_only=True)
+    state = {k: v for k, v in full["state_dict"].items() if k.startswith(("generator.", "quantizer."))}
+    return meta["lit_codec"]["codec"], state
 
 
 def _fingerprint(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:

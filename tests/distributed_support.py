@@ -21,14 +21,19 @@ class DumpState(L.Callback):
         self.n_q: list[float] = []
         self.losses: list[float] = []
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = {k: _full(v) for k, v in pl_module.named_parameters()}
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.n_q.append(float(trainer.callback_metrics.get("vq/n_q", torch.tensor(-1.0))))
         self.losses.append(float(trainer.callback_metrics.get("train/loss_g", torch.tensor(float("nan")))))
 
     def on_train_end(self, trainer, pl_module) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        state = {k: v.detach().cpu().float().clone() for k, v in pl_module.state_dict().items()
+        state = {k: _full(v) for k, v in pl_module.state_dict().items()
                  if k.startswith(("generator.", "quantizer.", "discriminator."))}  # fmt: skip
+        params = dict(pl_module.named_parameters())
+        changed = {k: not torch.equal(_full(p), self.start[k]) for k, p in params.items()}
         torch.save(
             {
                 "state": state,
@@ -37,8 +42,18 @@ class DumpState(L.Callback):
                 "n_q": self.n_q,
                 "losses": self.losses,
                 "batches": trainer.fit_loop.epoch_loop.batch_progress.total.completed,
+                "changed": changed,
+                "requires_grad": {k: p.requires_grad for k, p in params.items()},
                 "codebook_dtype": str(pl_module.quantizer.layers[0].codebook.embed.dtype)
                 if hasattr(pl_module.quantizer, "layers") else "",
             },
             os.path.join(self.directory, f"rank{trainer.global_rank}.pt"),
         )
+
+
+def _full(tensor) -> torch.Tensor:
+    """A plain CPU copy (gathering FSDP2 shards: a collective, so every rank calls it)."""
+    tensor = tensor.detach()
+    if hasattr(tensor, "full_tensor"):
+        tensor = tensor.full_tensor()
+    return tensor.cpu().float().clone()

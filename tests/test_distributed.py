@@ -90,3 +90,33 @@ def test_two_ranks_make_the_same_first_update_as_one_rank_with_twice_the_batch(t
             moved += not torch.equal(one[key], start[key])
     assert far < 1e-3 * total, (far, total)
     assert moved > 10  # the step really changed the networks
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_fsdp2_delta_shards_trains_and_resumes(uneven_shards, tmp_path):
+    common = [*_common(uneven_shards, tmp_path, 9), "--config", REPO / "recipes/codec/fsdp.yaml",
+              "--trainer.devices", "2", "--trainer.accelerator", "cpu"]  # fmt: skip
+    run_fit(common, cwd=tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_dir() and len(list(last.glob("*.distcp"))) == 2  # saved sharded, one file per rank
+    ranks = [torch.load(tmp_path / "dump" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for rank in ranks:
+        assert rank["generator_step"] == 6  # 3 G-only + 3 (G+D)
+        assert all(rank["requires_grad"].values())  # toggling left no sharded parameter frozen
+        moved = {net: any(v for k, v in rank["changed"].items() if k.startswith(net)) for net in ("generator", "discriminator")}
+        assert moved == {"generator": True, "discriminator": True}
+        assert all(torch.isfinite(torch.tensor(x)) for x in rank["losses"])
+    for key in ranks[0]["state"]:
+        assert torch.equal(ranks[0]["state"][key], ranks[1]["state"][key]), key
+    # resume the sharded checkpoint, then consolidate it into one file for inference
+    run_fit([*common[: common.index("--trainer.max_steps") + 1], 13, *common[common.index("--trainer.max_steps") + 2 :],
+             "--ckpt_path", "last"], cwd=tmp_path)  # fmt: skip
+    resumed = torch.load(tmp_path / "dump" / "rank0.pt", weights_only=True)
+    assert resumed["generator_step"] == 8
+    from lit_codec.cli import main
+    from lit_codec.codec import Codec
+
+    main(["export", "--ckpt", str(last), "--output", str(tmp_path / "codec.safetensors")])
+    codec = Codec.from_checkpoint(tmp_path / "codec.safetensors")
+    assert codec.encode(torch.zeros(16000)).shape == (1, 4, 50)

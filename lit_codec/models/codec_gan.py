@@ -214,6 +214,31 @@ class CodecGAN(L.LightningModule):
         self._ddp["codec"] = wrap(_CodecPath(self.generator, self.quantizer))
         self._ddp["discriminator"] = wrap(self.discriminator)
 
+    def configure_model(self) -> None:
+        """Shard the networks with FSDP2 when the strategy is ``ModelParallelStrategy``.
+
+        Every network the step calls through its ``forward`` is sharded on its own —
+        encoder, decoder, FiLM and discriminator — so each is gathered just before use and
+        freed after; the quantizer's codebooks are buffers, kept whole and all-reduced.
+        A no-op under any other strategy.
+        """
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None:
+            return
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        if any(p.requires_grad for p in self.quantizer.parameters()):
+            raise ValueError("FSDP: factorised quantizer codes (quantizer parameters) are not supported; use EMA codebooks")
+        # Lightning's mesh is (data_parallel = nodes, tensor_parallel = processes per node) with
+        # both sizes "auto": a 2-D mesh makes fully_shard replicate across nodes and shard
+        # within a node (HSDP); the codec uses no tensor parallelism
+        policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
+        networks = [self.generator.encoder, self.generator.decoder, self.discriminator]
+        if getattr(self.generator, "film", None) is not None:
+            networks.append(self.generator.film)
+        for network in networks:
+            fully_shard(network, mesh=mesh if mesh.ndim <= 2 else mesh._flatten(), mp_policy=policy)
+
     def setup(self, stage: str) -> None:
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -280,7 +305,9 @@ class CodecGAN(L.LightningModule):
             return False, torch.tensor(float("nan"))
         self.manual_backward(loss)
         grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])) if grads else torch.zeros(())
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if hasattr(norm, "full_tensor"):  # FSDP2: a norm over sharded gradients
+            norm = norm.full_tensor()
         if not self._all_ranks_finite(norm):
             optimizer.zero_grad(set_to_none=True)
             return False, norm

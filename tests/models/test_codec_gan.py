@@ -129,3 +129,24 @@ def test_denoising_film_conditions_on_the_flag():
         plain = model.generator.encode(x, condition=torch.zeros(1))
         denoise = model.generator.encode(x, condition=torch.ones(1))
     assert (plain - denoise).abs().max() > 1e-5
+
+
+def test_bf16_mixed_keeps_quantization_in_float32():
+    model = tiny_gan()
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+            seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k in ("rec/mel", "adv/disc", "vq/commit")})
+
+    t = trainer(6, precision="bf16-mixed", callbacks=[Spy()])
+    t.fit(model, loader())
+    assert len(seen) == 3 and all(len(s) == 3 for s in seen)
+    assert all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in seen)
+    for layer in model.quantizer.layers:
+        assert layer.codebook.embed.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        latent = model.generator.encode(NoiseClips(1)[0][None])
+        out = model.quantizer(latent.to(torch.bfloat16), n_q=3)
+    assert latent.dtype == torch.bfloat16 and out.quantized.dtype == torch.bfloat16  # computed in fp32 inside
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed: weights stay fp32
