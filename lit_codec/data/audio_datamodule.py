@@ -225,7 +225,7 @@ class AudioShardDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
-        if self._train_loader is not None and trainer is not None and trainer.training:
+        if self._train_loader is not None and trainer is not None and getattr(trainer, "training", False):
             self._train_loader.consumed += 1  # the position a resumed run skips to
         if isinstance(batch, AudioBatch) and batch.skipped:
             self.corrupt_samples_skipped += batch.skipped

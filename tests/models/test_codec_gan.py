@@ -68,6 +68,15 @@ def test_discriminator_waits_for_its_start_step():
     assert model.generator_step == 3 and t.global_step == 4
 
 
+def test_discriminator_can_update_every_k_generator_steps():
+    model = tiny_gan(discriminator_every=2)
+    spy = StepSpy()
+    t = trainer(6, callbacks=[spy])  # 6 optimizer steps: G D G G D G
+    t.fit(model, loader())
+    assert [e[0] for e in spy.events if e[0] in "dg"] == ["d", "g", "g", "d", "g", "g"]
+    assert model.generator_step == 4 and t.global_step == 6
+
+
 def test_non_finite_step_is_skipped_and_counted():
     model = tiny_gan()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
