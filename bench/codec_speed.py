@@ -1,8 +1,8 @@
 """Codec speed: encode + decode real-time factor of lit-codec against EnCodec, on one thread.
 
-Two comparisons in one run, random weights, ``torch.inference_mode``, one thread; each
-function gets warm-up calls, then lit-codec and EnCodec are timed in alternating rounds and
-each figure is the median over rounds. The real-time factor (RTF) is seconds of audio
+Two comparisons in one run, random weights, ``torch.inference_mode``, one thread; every
+function gets a warm-up call, then lit-codec and EnCodec are timed in alternating rounds and
+each figure is the median over the rounds. The real-time factor (RTF) is seconds of audio
 encoded and decoded per second of wall time (higher is faster).
 
 1. Implementation: lit-codec's SEANet encoder + decoder against EnCodec's
@@ -12,67 +12,54 @@ encoded and decoded per second of wall time (higher is faster).
    given ``true_skip=True`` and zero padding so that its blocks are exactly ours (its
    defaults add a 1x1 shortcut convolution and reflect padding); the script copies
    EnCodec's weights into our model and checks that the outputs agree before timing. Ours
-   is folded for inference (:func:`lit_codec.nn.fold_weight_norm`). Also reported: our
-   streaming path with 20 ms chunks, as a fraction of our offline throughput.
-2. Product: our 24 kHz generator (C = 32, strides (2, 4, 5, 8), three residual units of
-   kernel 7 with dilations 1, 3, 9, compress 2) against EnCodec's 24 kHz model as published
-   (``EncodecModel.encodec_model_24khz(pretrained=False)``: with its 2-layer LSTMs) at
-   6 kbps. Our side does not include a quantizer yet: add it in :func:`ours_product`.
+   is folded for inference (:func:`lit_codec.nn.fold_weight_norm`). Goal: >= 1.3.
+2. Product: the codec of ``recipes/codec/soundstream_24khz_6kbps.yaml`` (generator and
+   8 x 1024 residual VQ, built as ``lit-codec fit`` builds it, wrapped in
+   :class:`lit_codec.Codec`, which folds the weight norm) encoding and decoding at 6 kbps
+   through ``Codec.encode``/``Codec.decode``, against EnCodec's 24 kHz model as published
+   (``EncodecModel.encodec_model_24khz(pretrained=False)``, with its LSTMs) at 6 kbps
+   through ``model.encode``/``model.decode``. Goal: >= 2.5. Also reported: our streaming
+   path, ``Codec.streaming()`` fed 20 ms chunks (480 samples; encode, then decode the codes
+   each chunk completes), as a fraction of our offline throughput (goal: >= 0.8).
 
-Run: ``OMP_NUM_THREADS=1 python bench/codec_speed.py [--seconds 10] [--rounds 5]``.
-Each comparison ends with ``ratio: X`` (X > 1: lit-codec is faster); the product
-comparison is printed last.
+Audio: the shipped samples (``data_prep/samples``, or ``--input DIR``) resampled to 24 kHz,
+concatenated and cut to ``--seconds``; random weights make the content irrelevant to speed,
+but real audio keeps the code distribution realistic.
+
+Run: ``OMP_NUM_THREADS=1 python bench/codec_speed.py [--seconds 10] [--rounds 5]``. Any other
+argument is passed to the 24 kHz recipe as a command-line override (used to size it), e.g.
+``--model.init_args.generator.init_args.channels_dec 24``. Each comparison ends with
+``ratio: X`` (X > 1: lit-codec is faster); the product comparison is printed last.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import tempfile
 from collections.abc import Callable
 
+import _common  # noqa: F401  (one thread, before torch)
+import numpy as np
 import torch
+from _common import build_recipe, compare, load_corpus, millions, one_thread, print_ratio
 from _encodec_stub import import_encodec
 
+from lit_codec.codec import Codec
 from lit_codec.nn.conv import StreamingConv1d, StreamingConvTranspose1d, fold_weight_norm
 from lit_codec.nn.seanet import SEANetGenerator
 
+RECIPE = "recipes/codec/soundstream_24khz_6kbps.yaml"
 SAMPLE_RATE = 24_000
-EncodeDecode = Callable[[torch.Tensor], torch.Tensor]
+CHUNK = SAMPLE_RATE // 50  # 20 ms
 
 
-def rtf(encode_decode_fn: EncodeDecode, seconds: float, sample_rate: int, repeats: int) -> float:
-    """Real-time factor of ``encode_decode_fn`` on ``seconds`` of random mono audio.
-
-    One untimed warm-up call, then the median of ``repeats`` timed calls, under
-    ``torch.inference_mode``. Returns audio seconds per wall-clock second.
-    """
-    wav = 0.1 * torch.randn(1, 1, int(seconds * sample_rate))
-    with torch.inference_mode():
-        encode_decode_fn(wav)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            encode_decode_fn(wav)
-            times.append(time.perf_counter() - start)
-    return seconds / statistics.median(times)
-
-
-def compare(
-    fns: dict[str, EncodeDecode], seconds: float, sample_rate: int, rounds: int
+def timed_rtf(
+    fns: dict[str, Callable[[], object]], seconds: float, rounds: int
 ) -> dict[str, float]:
-    """Median RTF of each function over ``rounds`` alternating rounds (fair under load)."""
-    for fn in fns.values():  # warm-up: allocator, oneDNN primitive caches
-        rtf(fn, min(seconds, 1.0), sample_rate, 1)
-    results: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            results[name].append(rtf(fn, seconds, sample_rate, 1))
-    return {name: statistics.median(values) for name, values in results.items()}
-
-
-def millions(module: torch.nn.Module) -> float:
-    return sum(p.numel() for p in module.parameters()) / 1e6
+    """Real-time factor of each function (one call processes ``seconds`` of audio)."""
+    with torch.inference_mode():
+        times = compare(fns, rounds=rounds, warmup=1)
+    return {name: seconds / t for name, t in times.items()}
 
 
 # ---------------------------------------------------------------- (1) implementation
@@ -127,89 +114,115 @@ def implementation_pair() -> tuple[SEANetGenerator, torch.nn.Module, torch.nn.Mo
     return ours, encoder, decoder
 
 
-def implementation(seconds: float, rounds: int) -> None:
+def implementation(wav: torch.Tensor, seconds: float, rounds: int) -> None:
     ours, encoder, decoder = implementation_pair()
     print("== (1) implementation: SEANet encoder + decoder, identical architecture")
     print("   EnCodec 24 kHz settings without LSTM: 32 filters, ratios (8, 5, 4, 2), dim 128,")
     print(f"   1 residual unit (kernel 3), compress 2, causal; {millions(ours):.2f} M parameters")
     with torch.inference_mode():
-        wav = 0.1 * torch.randn(1, 1, SAMPLE_RATE)
-        diff = (ours.decode(ours.encode(wav)) - decoder(encoder(wav))).abs().max().item()
+        one = wav[..., :SAMPLE_RATE]
+        diff = (ours.decode(ours.encode(one)) - decoder(encoder(one))).abs().max().item()
     print(f"same weights, max |ours - EnCodec| on 1 s: {diff:.1e}")
     assert diff < 1e-4, "the two models do not compute the same function"
-
-    hop = ours.hop_length
-    chunk = SAMPLE_RATE // 50  # 20 ms
-
-    def stream(wav: torch.Tensor) -> torch.Tensor:
-        with ours.streaming(batch_size=1):
-            out = [ours.decode(ours.encode(piece)) for piece in wav.split(chunk, dim=-1)]
-            out.append(ours.decode(ours.encode(wav.new_zeros(1, 1, -wav.shape[-1] % hop))))
-        return torch.cat(out, dim=-1)
-
-    figures = compare(
+    rtf = timed_rtf(
         {
-            "ours": lambda wav: ours.decode(ours.encode(wav)),
-            "encodec": lambda wav: decoder(encoder(wav)),
-            "stream": stream,
+            "ours": lambda: ours.decode(ours.encode(wav)),
+            "encodec": lambda: decoder(encoder(wav)),
         },
         seconds,
-        SAMPLE_RATE,
         rounds,
     )
-    print(f"lit-codec SEANet:  {figures['ours']:6.2f}x real time")
-    print(f"EnCodec SEANet:    {figures['encodec']:6.2f}x real time")
-    print(f"lit-codec streaming, 20 ms chunks: {figures['stream']:6.2f}x real time = "
-          f"{figures['stream'] / figures['ours']:.2f} of its offline throughput (goal 0.8)")  # fmt: skip
-    print(f"ratio: {figures['ours'] / figures['encodec']:.2f}")
+    print(f"lit-codec SEANet:  {rtf['ours']:6.2f}x real time")
+    print(f"EnCodec SEANet:    {rtf['encodec']:6.2f}x real time")
+    print(f"ours / EnCodec: {rtf['ours'] / rtf['encodec']:.2f} (goal: >= 1.3)")
+    print_ratio(rtf["ours"] / rtf["encodec"])
 
 
 # ---------------------------------------------------------------------- (2) product
 
 
-def ours_product() -> EncodeDecode:
-    """Encode + decode of the 24 kHz 6 kbps recipe's generator (quantizer still to add)."""
-    generator = SEANetGenerator(
-        channels_enc=32,
-        channels_dec=32,
-        dimension=128,
-        strides=(2, 4, 5, 8),
-        residual_kernel_size=7,
-        dilations=(1, 3, 9),
-        residual_compress=2,
-    ).eval()
-    fold_weight_norm(generator)
-    print(f"lit-codec generator: {millions(generator):.2f} M parameters (no quantizer yet)")
-    return lambda wav: generator.decode(generator.encode(wav))
-
-
-def encodec_product() -> EncodeDecode:
-    """Encode + decode of EnCodec's published 24 kHz model (random weights) at 6 kbps."""
-    model = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
-    model.set_target_bandwidth(6.0)
-    print(f"EnCodec 24 kHz model: {millions(model):.2f} M parameters (with LSTMs and RVQ)")
-    return lambda wav: model.decode(model.encode(wav))
-
-
-def product(seconds: float, rounds: int) -> None:
-    print("== (2) product: 24 kHz generator against EnCodec's 24 kHz model at 6 kbps")
-    figures = compare(
-        {"ours": ours_product(), "encodec": encodec_product()}, seconds, SAMPLE_RATE, rounds
+def recipe_codec(overrides: list[str]) -> Codec:
+    """The 24 kHz recipe's generator + quantizer (random weights) as an inference ``Codec``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_recipe(
+            RECIPE,
+            "--trainer.logger", "false",
+            "--trainer.default_root_dir", tmp,
+            *overrides,
+            root=tmp,
+        )  # fmt: skip
+    model = cli.model
+    print(model.describe())
+    gen = model.generator
+    print(
+        f"   generator: C_enc {gen.encoder.conv_in.out_channels}, C_dec {gen.decoder.conv_out.in_channels}, "
+        f"residual kernel {gen.encoder.blocks[0].residuals[0].conv1.kernel_size[0]}, "
+        f"{len(gen.encoder.blocks[0].residuals)} residual units per block"
     )
-    print(f"lit-codec 24 kHz:  {figures['ours']:6.2f}x real time")
-    print(f"EnCodec 24 kHz:    {figures['encodec']:6.2f}x real time")
-    print(f"ratio: {figures['ours'] / figures['encodec']:.2f}")
+    return Codec(model.generator, model.quantizer, model.sample_rate)
+
+
+def streamed(codec: Codec, wav: torch.Tensor) -> torch.Tensor:
+    """Encode and decode ``wav`` (1, 1, T) through ``Codec.streaming()`` in 20 ms chunks."""
+    out = []
+    with codec.streaming() as stream:
+        for chunk in wav.split(CHUNK, dim=-1):
+            out.append(stream.decode(stream.encode(chunk)))
+        out.append(stream.decode(stream.flush()))
+    return torch.cat(out, dim=-1)  # (1, 1, frames * hop)
+
+
+def product(wav: torch.Tensor, seconds: float, rounds: int, overrides: list[str]) -> None:
+    print("== (2) product: the 24 kHz 6 kbps recipe against EnCodec's 24 kHz model at 6 kbps")
+    codec = recipe_codec(overrides)
+    encodec = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
+    encodec.set_target_bandwidth(6.0)
+    encodec.eval()
+    q = codec.quantizer
+    codebooks = q.n_q * q.codebook_size * q.dim / 1e6
+    print(
+        f"lit-codec 24 kHz codec: {millions(codec):.2f} M parameters + {codebooks:.2f} M codebook values"
+    )
+    print(f"EnCodec 24 kHz model:   {millions(encodec):.2f} M parameters (with LSTMs and RVQ)")
+    with torch.inference_mode():
+        offline = codec.decode(codec.encode(wav, kbps=6.0))
+        online = streamed(codec, wav)
+        same = torch.allclose(offline, online, atol=1e-4)
+    print(f"streaming output equals offline (atol 1e-4): {same}")
+    rtf = timed_rtf(
+        {
+            "ours": lambda: codec.decode(codec.encode(wav, kbps=6.0)),
+            "encodec": lambda: encodec.decode(encodec.encode(wav)),
+            "stream": lambda: streamed(codec, wav),
+        },
+        seconds,
+        rounds,
+    )
+    print(f"lit-codec streaming, 20 ms chunks: {rtf['stream']:6.2f}x real time = "
+          f"{rtf['stream'] / rtf['ours']:.2f} of its offline throughput (goal: >= 0.8)")  # fmt: skip
+    print(f"lit-codec 24 kHz:  {rtf['ours']:6.2f}x real time")
+    print(f"EnCodec 24 kHz:    {rtf['encodec']:6.2f}x real time")
+    print(f"ours / EnCodec: {rtf['ours'] / rtf['encodec']:.2f} (goal: >= 2.5)")
+    print_ratio(rtf["ours"] / rtf["encodec"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length per call")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per function")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    parser.add_argument("--input", default=None, help="audio folder (default: data_prep/samples)")
+    parser.add_argument("--skip-implementation", action="store_true", help="run (2) only")
+    args, overrides = parser.parse_known_args()
+    one_thread()
     torch.manual_seed(0)
-    implementation(args.seconds, args.rounds)
-    product(args.seconds, args.rounds)
+    clips = load_corpus(args.input, SAMPLE_RATE, max_seconds=args.seconds)
+    audio = np.concatenate(clips)[: int(args.seconds * SAMPLE_RATE)]
+    if len(audio) < int(args.seconds * SAMPLE_RATE):
+        audio = np.resize(audio, int(args.seconds * SAMPLE_RATE))  # repeat a short corpus
+    wav = torch.from_numpy(audio).view(1, 1, -1)  # (1, 1, T)
+    if not args.skip_implementation:
+        implementation(wav, args.seconds, args.rounds)
+    product(wav, args.seconds, args.rounds, overrides)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,11 @@ def expand_recipes(args: list[str]) -> list[str]:
             i += 1
             continue
         path = Path(value)
-        if not path.is_file() or not _has_extends(path):
+        try:
+            is_recipe_file = path.is_file() and _has_extends(path)
+        except OSError:  # a YAML string given to --config (too long to be a file name)
+            is_recipe_file = False
+        if not is_recipe_file:
             out += ["--config", value]
             continue
         for _, content in _recipe_chain(path):
