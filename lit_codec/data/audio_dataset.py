@@ -17,6 +17,7 @@ travels with each batch (``AudioBatch.skipped``) to the main process.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import random
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -32,6 +34,8 @@ from lit_codec.data.shards import decode_audio_sample, iter_tar_samples
 __all__ = ["AudioBatch", "AudioClipDataset", "AudioShardStream", "FixedLengthLoader", "collate_clips"]
 
 log = logging.getLogger(__name__)
+
+AUDIO_MEMBERS = ("flac", "wav", "ogg", "mp3")
 
 
 @dataclass
@@ -125,8 +129,8 @@ class AudioShardStream(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         return self.rank * workers + worker, self.world_size * workers
 
-    def _samples(self, reader: int, readers: int, counter: _SkipCounter) -> Iterator[tuple[str, np.ndarray]]:
-        """Decoded clips for this reader, pass after pass, forever."""
+    def _samples(self, reader: int, readers: int, counter: _SkipCounter) -> Iterator[tuple[str, str, bytes]]:
+        """(key, url, encoded audio) of this reader's samples, pass after pass, forever."""
         for epoch in range(10**12):
             urls = list(self.urls)
             random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)  # same order on every rank
@@ -138,26 +142,35 @@ class AudioShardStream(IterableDataset):
             for i, sample in enumerate(iter_tar_samples(mine, counter)):
                 if keep is not None and i % readers != keep:
                     continue
-                try:
-                    audio, rate, _ = decode_audio_sample(sample)
-                    if rate != self.sample_rate:
-                        raise ValueError(
-                            f"sample {sample['__key__']} in {sample['__url__']} is {rate} Hz, not {self.sample_rate} Hz"
-                        )
-                except Exception as e:
-                    counter(e)
+                data = next((sample[k] for k in AUDIO_MEMBERS if k in sample), None)
+                if data is None:
+                    counter(ValueError(f"sample {sample['__key__']} in {sample['__url__']} has no audio member"))
                     continue
                 yielded = True
-                yield sample["__key__"], audio
+                yield sample["__key__"], sample["__url__"], data
             if not yielded and epoch > 2:
                 raise RuntimeError(f"no readable samples in {len(mine)} shards such as {mine[0]}")
+
+    def _crop(self, key: str, url: str, data: bytes, rng: random.Random) -> tuple[np.ndarray, int]:
+        """Decode only a random ``segment`` of the clip (seeking in the FLAC), zero-padded."""
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.samplerate != self.sample_rate:
+                raise ValueError(f"sample {key} in {url} is {f.samplerate} Hz, not {self.sample_rate} Hz")
+            if f.channels != 1:
+                raise ValueError(f"sample {key} in {url} has {f.channels} channels, not 1")
+            offset = rng.randrange(f.frames - self.segment + 1) if f.frames > self.segment else 0
+            f.seek(offset)
+            audio = f.read(min(self.segment, f.frames), dtype="float32", always_2d=True)[:, 0]
+        if not np.isfinite(audio).all():
+            raise ValueError(f"sample {key} in {url} holds NaN or inf")
+        return crop_or_pad(audio, self.segment, 0)
 
     def __iter__(self) -> Iterator[AudioBatch]:
         reader, readers = self._reader()
         rng = random.Random((self.seed + 1) * 7919 + reader)
         counter = _SkipCounter()
         reported = 0
-        buffer: list[tuple[str, np.ndarray]] = []
+        buffer: list[tuple[str, str, bytes]] = []  # encoded samples: small, decoded only when used
         batch: list[tuple[str, np.ndarray, int]] = []
         for item in self._samples(reader, readers, counter):
             if self.shuffle_buffer > 1:
@@ -167,9 +180,12 @@ class AudioShardStream(IterableDataset):
                 j = rng.randrange(len(buffer))
                 buffer[j], buffer[-1] = buffer[-1], buffer[j]
                 item = buffer.pop()
-            key, audio = item
-            offset = rng.randrange(len(audio) - self.segment + 1) if len(audio) > self.segment else 0
-            clip, real = crop_or_pad(audio, self.segment, offset)
+            key, url, data = item
+            try:
+                clip, real = self._crop(key, url, data, rng)
+            except Exception as e:  # a corrupt sample: skip, warn, count
+                counter(e)
+                continue
             batch.append((key, clip, real))
             if len(batch) == self.batch_size:
                 yield collate_clips(batch, counter.count - reported)
