@@ -128,3 +128,20 @@ def test_export_round_trip(trained_debug, tmp_path):
     assert exported.fingerprint == codec.fingerprint
     wav = torch.from_numpy(sf.read(SPEECH[2], dtype="float32")[0])
     assert torch.equal(codec.encode(wav), exported.encode(wav))
+
+
+def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shards, tmp_path):
+    cli = run_lightning(expand_recipes(["--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(sample_shards),
+                                        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                                        "--trainer.default_root_dir", str(tmp_path), "--data.num_workers", "0"]),
+                        run=False)  # fmt: skip
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    (val,) = trainer.validate(model, datamodule=data, ckpt_path=str(trained_debug))
+    (test,) = trainer.test(model, datamodule=data, ckpt_path=str(trained_debug))
+    for results, stage in ((val, "val"), (test, "test")):
+        for label in ("0.4kbps", "0.8kbps", "1.6kbps"):
+            assert np.isfinite(results[f"{stage}/mel@{label}"])
+        assert 0 < results[f"{stage}/vq/entropy_kbps"] <= 1.6
+    predictions = trainer.predict(model, datamodule=data, ckpt_path=str(trained_debug))
+    first = predictions[0]
+    assert first["codes"].shape[1] == 4 and first["audio"].shape[-1] == first["codes"].shape[-1] * 320

@@ -173,7 +173,7 @@ class AudioShardDataModule(L.LightningDataModule):
             self.shard_set("train")  # fail at start-up, not in a worker
         if stage in (None, "fit", "validate") and (self.root or self.shard_urls["valid"]):
             self._eval_set("valid")
-        if stage in (None, "test") and (self.root or self.shard_urls["test"]):
+        if stage in (None, "test", "predict") and (self.root or self.shard_urls["test"]):
             self._eval_set("test")
 
     def _eval_set(self, split: str) -> AudioClipDataset:
@@ -221,6 +221,10 @@ class AudioShardDataModule(L.LightningDataModule):
         return self._eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test clips (``lit-codec predict`` encodes and decodes them)."""
         return self._eval_loader("test")
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
