@@ -1,4 +1,4 @@
-"""DDP overhead: GAN training throughput of 2 DDP processes x 1 thread against 1 process x 2 threads.
+"""DDP overhead: GAN training throughput, 2 DDP processes x 1 thread against 1 process x 2 threads.
 
 Issue 5's benchmark. Both sides run a real ``lit-codec fit`` of the debug codec recipe
 (``recipes/codec/debug.yaml``) in a subprocess, at the SAME global batch:
@@ -16,15 +16,18 @@ folder; loader workers as the recipe sets them (per rank).
 Timing: a callback (``bench/_timing_callback.py``, passed with ``--trainer.callbacks+=``)
 timestamps the end of every training batch on rank 0; a step's time is the interval between
 two batch ends (DDP's all-reduce keeps the ranks in step), start-up and the first
-``--skip`` steps left out, median over the run. The two configurations alternate run by run
-(DDP, single, DDP, single, ...) and each figure is the median over its runs, so a busy
-period of the machine slows both. Printed: audio seconds trained per wall second and
-generator steps per second of each side, then ``ratio: X`` = DDP throughput / single-process
-throughput (X > 1: DDP is faster).
+``--skip`` steps left out, median over the run. A run stops after ``--steps`` generator steps
+or ``--max-seconds`` of training (``trainer.max_time``), whichever comes first. The two
+configurations alternate run by run (DDP, single, DDP, single, ...) and each figure is the
+median over its runs, so a busy period of the machine slows both. Printed: audio seconds
+trained per wall second and generator steps per second of each side, then ``ratio: X`` =
+DDP throughput / single-process throughput (X > 1: DDP is faster).
 
 This was written on a 2-core machine shared with other jobs: the figures are noisy (every
-run's figure is printed too). With 2 threads, one process is very sensitive to another job
-taking one of the cores (OpenMP threads wait for each other), 2 single-threaded processes less so.
+run's figure is printed, with the load average before it). One process with 2 threads is very
+sensitive to another job taking one of the cores: its OpenMP threads meet at a barrier after
+every small operator, and a step then took 17-28 s here instead of ~0.8 s; 2 single-threaded
+processes slowed down 2.5x at worst. Read the per-run lines before the ratio.
 
 GPU: ``--device cuda`` runs the same comparison with ``--trainer.accelerator gpu`` (2 GPUs
 x ``--batch`` against 1 GPU x ``2 x --batch``; needs 2 GPUs, the ideal ratio is then 2) and
@@ -33,8 +36,8 @@ a bf16 line (``--trainer.precision bf16-mixed`` against ``32-true`` on one GPU).
 codec is too small to load a GPU). Without CUDA it stops with a clear message.
 
 Run: ``python bench/ddp_overhead.py [--steps 30] [--repeats 2] [--batch 8] [--input DIR]
-[--recipe recipes/codec/debug.yaml] [--device cpu|cuda]`` (about 3.5 minutes with the
-defaults here). Any other argument is passed to ``lit-codec fit`` as an override.
+[--recipe recipes/codec/debug.yaml] [--device cpu|cuda]`` (2.5 to 4 minutes with the
+defaults here, depending on the load). Any other argument is passed to ``lit-codec fit`` as an override.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ def run_fit(
         "--trainer.precision", config.precision,
         # trainer.max_steps counts the optimizer steps of both networks
         "--trainer.max_steps", str(2 * args.steps),
+        "--trainer.max_time", f"00:00:{args.max_seconds // 60:02d}:{args.max_seconds % 60:02d}",
         "--trainer.default_root_dir", str(root),
         "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false",
@@ -145,9 +149,11 @@ def run_fit(
         )
     data = json.loads(timings.read_text())
     steps = steady_intervals(data["step_ends"], args.skip)
+    if not steps:  # the run hit --max-seconds first: keep what there is, first step still left out
+        steps = steady_intervals(data["step_ends"], 2)
     if not steps:
         raise SystemExit(
-            f"{config.name}: no steady-state steps timed (--steps {args.steps}, --skip {args.skip})"
+            f"{config.name}: fewer than 3 steps in {args.max_seconds} s; raise --max-seconds"
         )
     audio_per_step = data["audio_seconds_per_step"] * data["world_size"]
     return RunResult(statistics.median(steps), audio_per_step, len(steps))
@@ -160,12 +166,13 @@ def compare(
     runs: dict[str, list[RunResult]] = {c.name: [] for c in configs}
     for r in range(args.repeats):
         for config in configs:
+            load = os.getloadavg()[0]
             result = run_fit(
                 config, args, shards, workdir, f"{config.name}-{r}", accelerator, overrides
             )
             runs[config.name].append(result)
             print(f"  run {r + 1}/{args.repeats} {config.name:<34} {result.step_seconds:7.3f} s/step "
-                  f"({result.steps_timed} steps timed)", flush=True)  # fmt: skip
+                  f"({result.steps_timed} steps timed; load average before: {load:.2f})", flush=True)  # fmt: skip
     out = {}
     for name, results in runs.items():
         step = statistics.median(r.step_seconds for r in results)
@@ -188,7 +195,7 @@ def main() -> None:
         default=None,
         help="codec recipe (default: debug on cpu, speech_16khz_6kbps on cuda)",
     )
-    parser.add_argument("--steps", type=int, default=30, help="generator steps per run")
+    parser.add_argument("--steps", type=int, default=30, help="generator steps per run (at most)")
     parser.add_argument(
         "--skip", type=int, default=6, help="first generator steps left out (start-up, k-means)"
     )
@@ -206,7 +213,15 @@ def main() -> None:
         default=None,
         help="audio folder or prepared shard folder (default: shipped speech)",
     )
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per run")
+    parser.add_argument(
+        "--max-seconds",
+        type=int,
+        default=75,
+        help="training time allowed per run (trainer.max_time)",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=900, help="seconds allowed per run, start-up included"
+    )
     args, overrides = parser.parse_known_args()
     if args.steps <= args.skip + 1:
         parser.error("--steps must exceed --skip + 1")

@@ -18,18 +18,23 @@ turned off (``warmup_steps 0``) so that every timed step is a steady-state step.
 
 (a) ``t_step``: wall seconds per generator step (median of the intervals between the ends of
     consecutive training batches, the first ``--skip-steps`` left out, the duration of the
-    validation pass an interval holds subtracted; data loading included, as in a real run);
+    validation pass an interval holds subtracted; data loading included, as in a real run,
+    and so is the return from validation to training, ~0.5 s here);
 (b) ``V_with`` / ``V_without``: wall seconds of a validation pass with and without PESQ/STOI
-    (medians), and the callback's own ``val/quality_wait_seconds`` (time the main process
-    waited for the worker). The first scored pass also starts the worker process (a
-    one-off cost, printed apart and left out of the medians).
+    (medians; from ``on_validation_start`` to ``on_validation_end``), and the callback's
+    own ``val/quality_wait_seconds`` (time the main process waited for the worker). The
+    first scored pass also starts the worker process (a one-off cost, printed apart and left
+    out of the medians).
 
 Then, at the recipe's cadence (``val_check_interval`` generator steps between passes):
 
     overhead = (V_with - V_without) / (val_check_interval * t_step + V_without)
 
 and the same with a pass every 200 steps. The last line is ``ratio: X`` with
-X = 10 % / overhead at the recipe's cadence (X > 1: the goal is met).
+X = 10 % / overhead at the recipe's cadence (X > 1: the goal is met); when the medians differ
+by less than the noise (the metrics' worker runs on the second core while validation runs,
+so the difference can come out negative), the overhead is bounded with the slowest pass with
+the metrics minus the fastest without, and X uses that bound.
 
 The machine this was written on has 2 cores shared with other jobs: the figures are noisy
 (medians of alternating passes; run longer with ``--rounds``). With few validation clips
@@ -37,9 +42,9 @@ The machine this was written on has 2 cores shared with other jobs: the figures 
 overhead printed is an upper bound of the recipe's.
 
 Run: ``OMP_NUM_THREADS=1 python bench/validation_overhead.py [--rounds 2] [--interval 1]
-[--input AUDIO_DIR_OR_SHARD_DIR]`` (about 3.5 minutes with the defaults here: a generator step
-of the recipe takes ~8 s and a validation pass ~25 s on one thread of this machine). Other arguments
-are passed to the recipe as overrides, e.g. ``--data.num_workers 2``.
+[--input AUDIO_DIR_OR_SHARD_DIR]`` (about 3.5 minutes with the defaults here: a generator
+step of the recipe takes ~9 s and a validation pass ~25 s on one thread of this machine).
+Other arguments are passed to the recipe as overrides, e.g. ``--data.num_workers 2``.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ GOAL = 0.10  # issue 4: the slow metrics add at most 10 % to wall time
 
 
 class ValidationTimer(RunTimer):
-    """:class:`RunTimer` that also notes, per validation, whether ``quality`` scored it and how long it waited."""
+    """:class:`RunTimer` that also notes whether ``quality`` scored each pass and how long it waited."""
 
     def __init__(self, quality) -> None:
         super().__init__()
@@ -219,14 +224,26 @@ def main() -> None:
         f"waited {timer.waits[0]:.3f} s)"
     )
     added = v_with - v_without
+    bound = max(with_q) - min(without_q)  # the worst pairing of the passes timed
     at_recipe = overhead(v_with, v_without, recipe_interval, t_step)
     at_200 = overhead(v_with, v_without, 200, t_step)
-    print(f"metrics add {added:.3f} s per validation pass")
+    print(
+        f"metrics add {added:.3f} s per validation pass (medians; at most {bound:.3f} s: slowest with - fastest without)"
+    )
     print(
         f"overhead at the recipe's cadence (every {recipe_interval} steps): {100 * at_recipe:.3f} % (goal <= 10 %)"
     )
     print(f"overhead if validating every 200 steps:              {100 * at_200:.2f} %")
-    print("ratio = 10 % / overhead at the recipe's cadence (> 1: the goal is met)")
+    if added > 0:
+        print("ratio = 10 % / overhead at the recipe's cadence (> 1: the goal is met)")
+    else:  # below the noise of the passes: judge by the upper bound instead
+        at_recipe = overhead(v_with - added + bound, v_without, recipe_interval, t_step)
+        print(
+            f"the medians differ by less than the noise; upper bound of the overhead: {100 * at_recipe:.3f} %"
+        )
+        print(
+            "ratio = 10 % / upper bound of the overhead at the recipe's cadence (> 1: the goal is met)"
+        )
     print_ratio(GOAL / at_recipe if at_recipe > 0 else float("inf"))
 
 
