@@ -20,7 +20,10 @@ encoded and decoded per second of wall time (higher is faster).
    (``EncodecModel.encodec_model_24khz(pretrained=False)``, with its LSTMs) at 6 kbps
    through ``model.encode``/``model.decode``. Goal: >= 2.5. Also reported: our streaming
    path, ``Codec.streaming()`` fed 20 ms chunks (480 samples; encode, then decode the codes
-   each chunk completes), as a fraction of our offline throughput (goal: >= 0.8).
+   each chunk completes, one or two frames), as a fraction of our offline throughput
+   (goal: >= 0.8). It runs the encoder and the decoder as recorded step programs of whole
+   frames (:class:`lit_codec.nn.conv.FrameStepper`) and the quantizer on cached tables;
+   bench/README.md explains what limits it.
 
 Audio: the shipped samples (``data_prep/samples``, or ``--input DIR``) resampled to 24 kHz,
 concatenated and cut to ``--seconds``; random weights make the content irrelevant to speed,

@@ -204,10 +204,11 @@ class CodecStream:
         self.n_q = n_q
         self.batch_size = batch_size
         self.samples_in = 0
+        self.device = codec._device()
 
     def encode(self, chunk: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Codes ``(B, n_q, m)`` of the frames this chunk completes (m may be 0)."""
-        chunk = Codec._as_batch(chunk).to(self.codec._device())
+        chunk = Codec._as_batch(chunk).to(self.device)
         self.samples_in += chunk.shape[-1]
         latent = self.codec.generator.encode(chunk)  # (B, D, m)
         if latent.shape[-1] == 0:
@@ -225,7 +226,7 @@ class CodecStream:
         """Audio ``(B, 1, m * hop)`` of the next ``m`` frames of codes ``(B, n_q, m)``."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 1, 0)
-        return self.codec.generator.decode(self.codec.quantizer.decode(codes.long().to(self.codec._device())))
+        return self.codec.generator.decode(self.codec.quantizer.decode(codes.long().to(self.device)))
 
 
 def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -13,6 +13,7 @@ from lit_codec.nn.discriminators import (
     MultiScaleWaveformDiscriminator,
     STFTDiscriminator,
 )
+from lit_codec.nn.frame_stepper import FrameStepper, StepActivation, StepBuilder
 from lit_codec.nn.losses import (
     AdversarialLoss,
     FeatureMatchingLoss,
@@ -32,6 +33,7 @@ __all__ = [
     "Configurable",
     "DiscriminatorOutput",
     "FeatureMatchingLoss",
+    "FrameStepper",
     "LossBalancer",
     "MelSpectrogram",
     "MultiBandMultiScaleSTFTDiscriminator",
@@ -48,6 +50,8 @@ __all__ = [
     "SEANetEncoder",
     "SEANetGenerator",
     "STFTDiscriminator",
+    "StepActivation",
+    "StepBuilder",
     "StreamingConv1d",
     "StreamingConvTranspose1d",
     "VectorQuantizer",

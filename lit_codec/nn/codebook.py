@@ -8,6 +8,7 @@ that keep codebooks identical on every rank.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -85,11 +86,36 @@ class EuclideanCodebook(Configurable, nn.Module):
         self.register_buffer("embed_sum", embed.clone())
         self.register_buffer("embed", embed)
         self._initialized = not kmeans_init  # mirrors the buffer without a device sync
+        self._tables: _SearchTables | None = None  # derived from ``embed``, see search_tables
 
     # -------------------------------------------------------------- lookup
     def nearest(self, z: Tensor) -> Tensor:
-        """(N, dim) float32 vectors -> (N,) index of the nearest code."""
-        return _nearest(z, self.embed)
+        """(N, dim) float32 vectors -> (N,) index of the nearest code.
+
+        In eval mode few rows (streaming) take one product with the codes stored in the
+        order in which the many-row search breaks ties: the same index for the same
+        distances, at a fraction of the cost.
+        """
+        tables = self.search_tables()
+        if z.shape[0] <= _FEW_ROWS and not self.training:
+            _, codes_t, codes_sq, order = tables.few()
+            pos = torch.addmm(codes_sq, z, codes_t, alpha=-2.0).argmin(1)  # (N,)
+            return pos if order is None else order.index_select(0, pos)
+        return _nearest(z, self.embed, tables.embed_sq)
+
+    def search_tables(self) -> _SearchTables:
+        """What the nearest-code search derives from the codebook (squared norms...), cached
+        until the codebook changes: every write into ``embed`` (EMA update, re-seeding,
+        k-means, ``load_state_dict``, ``copy_``) bumps its version counter and ``.to()``
+        replaces it, either of which makes the next call recompute them."""
+        embed = self.embed
+        if embed.is_inference():  # inference tensors keep no version counter: no cache
+            return _SearchTables(embed)
+        key = (embed.data_ptr(), embed._version)
+        tables = self._tables
+        if tables is None or tables.embed is not embed or tables.key != key:
+            tables = self._tables = _SearchTables(embed, key)
+        return tables
 
     def lookup(self, idx: Tensor) -> Tensor:
         """(N,) indices -> (N, dim) codes."""
@@ -185,17 +211,63 @@ class EuclideanCodebook(Configurable, nn.Module):
         self._initialized = bool(self.initialized)
 
 
-# ---------------------------------------------------------------------- autograd
+# ---------------------------------------------------------------------- search
+
+# Up to this many rows, :meth:`EuclideanCodebook.nearest` takes one product and a plain
+# argmin (no blocks, no two-level reduction): the streaming case, one or two frames.
+_FEW_ROWS = 16
 
 
-def _nearest(z: Tensor, embed: Tensor) -> Tensor:
+class _SearchTables:
+    """What the nearest-code search derives from a (K, d) codebook: the squared norms (K,)
+    and, on demand, the tables of the few-row search (:meth:`few`)."""
+
+    def __init__(self, embed: Tensor, key: tuple[int, int] | None = None) -> None:
+        self.embed = embed
+        self.key = key
+        with torch.inference_mode(False), torch.no_grad():  # usable outside inference mode
+            self.embed_sq = embed.square().sum(1)  # (K,)
+        self._few: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None
+
+    def few(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The codes (K, d), the same as (d, K) (the faster factor for few rows), their
+        squared norms (K,) and ``order`` (K,), the code at each position, or None. Where
+        :func:`_argmin_rows` reduces in two levels the codes are reordered so that a plain
+        argmin breaks ties as it does (by offset within a block of 64, then by block)."""
+        if self._few is None:
+            embed, embed_sq = self.embed, self.embed_sq
+            with torch.inference_mode(False), torch.no_grad():
+                order = None
+                if _two_level(embed.device, embed.shape[0]):
+                    order = _tie_order(embed.shape[0], embed.device)
+                    embed, embed_sq = embed.index_select(0, order), embed_sq.index_select(0, order)
+                self._few = (embed, embed.t().contiguous(), embed_sq, order)
+        return self._few
+
+
+@functools.cache
+def _tie_order(k: int, device: torch.device) -> Tensor:
+    """(K,) the code at each position of the tie-breaking order of :func:`_argmin_rows`:
+    position ``offset * blocks + block`` holds code ``block * 64 + offset``."""
+    with torch.inference_mode(False):
+        return torch.arange(k, device=device).view(k // 64, 64).t().reshape(-1)
+
+
+def _two_level(device: torch.device, k: int) -> bool:
+    """Whether :func:`_argmin_rows` reduces ``k`` columns in two levels."""
+    return device.type == "cpu" and k % 64 == 0 and k >= 256
+
+
+def _nearest(z: Tensor, embed: Tensor, embed_sq: Tensor | None = None) -> Tensor:
     """(N, d) vectors, (K, d) codes -> (N,) index of the nearest code (squared L2).
 
     ``argmin_k ||e_k||^2 - 2 z.e_k`` (``||z||^2`` does not change the argmin) from ``addmm``
-    over blocks of rows whose (rows, K) distances stay in cache on CPU.
+    over blocks of rows whose (rows, K) distances stay in cache on CPU. ``embed_sq``: the
+    codes' squared norms (K,), if already known.
     """
     n, k = z.shape[0], embed.shape[0]
-    embed_sq = embed.square().sum(1)  # (K,)
+    if embed_sq is None:
+        embed_sq = embed.square().sum(1)  # (K,)
     rows = max(1, (2**19 if z.device.type == "cpu" else 2**26) // k)
     if n <= rows:
         return _argmin_rows(torch.addmm(embed_sq, z, embed.t(), alpha=-2.0))
@@ -215,7 +287,7 @@ def _argmin_rows(d: Tensor) -> Tensor:
     so it finds the best offset within blocks of 64 columns first (about 3x faster); any
     index of a minimum may be returned on ties."""
     n, k = d.shape
-    if d.device.type != "cpu" or k % 64 != 0 or k < 256:
+    if not _two_level(d.device, k):
         return d.argmin(1)
     blocks = k // 64
     d3 = d.view(n, blocks, 64)  # (N, K/64, 64)

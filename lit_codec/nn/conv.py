@@ -18,7 +18,10 @@ Offline, with ``K = (kernel_size - 1) * dilation + 1``:
 Streaming (``with streaming(model, batch_size):``): each causal convolution keeps the tail
 of its input it still needs and emits every output frame that is complete; each transposed
 convolution emits ``T * stride`` samples for ``T`` frames and keeps its last input frames.
-Streaming is for inference: the weights are read once when it starts.
+Streaming is for inference: the weights are read once when it starts. A model that knows
+its layers streams faster through *step programs* (:class:`~lit_codec.nn.frame_stepper.FrameStepper`, used by SEANet's
+encoder and decoder): the operations of one step of whole frames, recorded once with every
+buffer and weight matrix prepared, then replayed for each chunk (see "step programs" below).
 
 Speed (CPU inference, where codecs are used most): activations are kept *time-major* in
 memory (channels last; shapes stay ``(B, C, T)``, only strides differ, ``.contiguous()``
@@ -63,8 +66,8 @@ class StreamingModule(nn.Module):
     """
 
     # The per-stream state, a plain object (updating it per chunk skips the cost of
-    # nn.Module.__setattr__); None when working offline.
-    _stream: _State | None = None
+    # nn.Module.__setattr__): a _State, or a FrameStepper; None when working offline.
+    _stream: object | None = None  # _State, or lit_codec.nn.frame_stepper.FrameStepper
 
     @property
     def _streaming(self) -> bool:

@@ -42,6 +42,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from lit_codec.nn.codebook import (
     _DROPOUT,
+    _FEW_ROWS,
     EuclideanCodebook,
     _generator,
     _mix,
@@ -178,6 +179,7 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
         # mirrors the buffer so that reading it never waits for the device.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._step = 0
+        self._table: tuple | None = None  # see _decode_table
 
     # ------------------------------------------------------------------ bitrate
     @property
@@ -228,14 +230,47 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
     def encode(self, x: Tensor, n_q: int | None = None) -> Tensor:
         """(B, D, T) latents -> (B, n_q, T) int64 codes; never updates the codebooks."""
         self._check_input(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._quantize(x, self._checked_n_q(n_q), None, False, 0).codes
+        n_q = self._checked_n_q(n_q)
+        if self.projected:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self._quantize(x, n_q, None, False, 0).codes
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self._encode_direct(x, n_q)
+        return self._encode_direct(x, n_q)
+
+    def _encode_direct(self, x: Tensor, n_q: int) -> Tensor:
+        """The codes of :meth:`_run_direct` (same operations), without its statistics."""
+        batch, dim, frames = x.shape
+        residual = x.float().transpose(1, 2).reshape(batch * frames, dim)  # (B*T, D)
+        if batch * frames <= _FEW_ROWS and not self.training:
+            tables = [self.layers[i].codebook.search_tables().few() for i in range(n_q)]
+            codes = _encode_few(residual, tables).view(n_q, batch, frames)  # (n_q, B, T)
+            return codes.transpose(0, 1)  # (B, n_q, T)
+        codes = []
+        for i in range(n_q):
+            book = self.layers[i].codebook
+            idx = book.nearest(residual)  # (B*T,)
+            q = book.lookup(idx)  # (B*T, D)
+            # The first subtraction must not write into x.
+            residual = residual - q if i == 0 else residual.sub_(q)
+            codes.append(idx.view(batch, frames))
+        return torch.stack(codes, dim=1)  # (B, n_q, T)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """(B, n_q, T) codes (n_q <= N_q) -> (B, D, T) float32 latents (time-major in memory)."""
         batch, n, frames = codes.shape
         self._checked_n_q(n)
+        if not self.projected:  # one lookup in all codebooks at once, then the sum
+            if codes.numel():  # a code outside its codebook would read the next one
+                low, high = torch.aminmax(codes)
+                if int(low) < 0 or int(high) >= self.codebook_size:
+                    raise IndexError(f"codes must be in [0, {self.codebook_size})")
+            table, offsets = self._decode_table()
+            rows = table.index_select(0, (codes + offsets[:n]).view(-1))  # (B*n*T, D)
+            out = rows.view(batch, n, frames, self.dim).sum(1)  # (B, T, D)
+            return out.transpose(1, 2)  # (B, D, T)
         with torch.autocast(device_type=codes.device.type, enabled=False):
             out: Tensor | None = None
             for i in range(n):
@@ -245,6 +280,24 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
         return out.view(batch, frames, self.dim).transpose(1, 2)  # (B, D, T)
 
     # ------------------------------------------------------------------ internals
+    def _decode_table(self) -> tuple[Tensor, Tensor]:
+        """Every codebook stacked (N_q * K, D) and the row where each layer's starts (N_q, 1),
+        cached until a codebook changes (see :meth:`EuclideanCodebook.search_tables`)."""
+        embeds = [layer.codebook.embed for layer in self.layers]
+        if any(e.is_inference() for e in embeds):  # no version counter: no cache
+            key = None
+        else:
+            key = tuple((e.data_ptr(), e._version) for e in embeds)
+            cached = self._table
+            if cached is not None and cached[0] == key and cached[1] is embeds[0]:
+                return cached[2], cached[3]
+        with torch.inference_mode(False), torch.no_grad():  # usable outside inference mode
+            table = torch.cat(embeds)  # (N_q * K, D)
+            offsets = torch.arange(self.n_q, device=table.device).view(-1, 1) * self.codebook_size
+        if key is not None:
+            self._table = (key, embeds[0], table, offsets)
+        return table, offsets
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.dim:
             raise ValueError(f"expected latents of shape (B, {self.dim}, T), got {tuple(x.shape)}")
@@ -551,6 +604,26 @@ class _CommitmentLoss(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _encode_few(
+    residual: Tensor, tables: list[tuple[Tensor, Tensor, Tensor, Tensor | None]]
+) -> Tensor:
+    """Codes (n_q, N) of few (N, D) rows (streaming): per layer one product, a plain argmin
+    and the lookup, in the order of :meth:`_SearchTables.few` (the codes of
+    :meth:`EuclideanCodebook.nearest`), mapped to code indices once at the end."""
+    positions = []
+    for i, (codes, codes_t, codes_sq, _) in enumerate(tables):
+        pos = torch.addmm(codes_sq, residual, codes_t, alpha=-2.0).argmin(1)  # (N,)
+        positions.append(pos)
+        if i + 1 < len(tables):  # the residual for the next layer
+            q = codes.index_select(0, pos)  # (N, D)
+            residual = residual - q if i == 0 else residual.sub_(q)  # never writes the input
+    flat = torch.cat(positions)  # (n_q * N,)
+    order = tables[0][3]  # the same for every codebook of one size (see _tie_order)
+    if order is not None:
+        flat = order.index_select(0, flat)
+    return flat.view(len(tables), -1)  # (n_q, N)
 
 
 def _usage_and_perplexity(counts: Tensor) -> tuple[Tensor, Tensor]:

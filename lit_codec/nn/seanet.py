@@ -9,9 +9,12 @@ Read top to bottom: :class:`SEANetGenerator` (what the codec uses: ``encode``/``
 FiLM, streaming), then :class:`SEANetEncoder`, :class:`SEANetDecoder`, and their blocks.
 
 Every convolution is a causal (by default) :class:`~lit_codec.nn.conv.StreamingConv1d`, so
-the whole generator streams: see :meth:`SEANetGenerator.encode`. Activations are kept
-time-major in memory (see :mod:`lit_codec.nn.conv`); call :func:`~lit_codec.nn.conv.fold_weight_norm`
-on a trained generator before inference.
+the whole generator streams: see :meth:`SEANetGenerator.encode`. In streaming mode the
+encoder and the decoder each run whole frames through recorded step programs
+(:class:`~lit_codec.nn.frame_stepper.FrameStepper`; ``_record_step`` lists their layers), which
+costs far fewer operations per chunk than streaming convolution by convolution.
+Activations are kept time-major in memory (see :mod:`lit_codec.nn.conv`); call
+:func:`~lit_codec.nn.conv.fold_weight_norm` on a trained generator before inference.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from torch import nn
 
 from lit_codec.nn.activations import make_activation
 from lit_codec.nn.configurable import Configurable
-from lit_codec.nn.conv import StreamingConv1d, StreamingConvTranspose1d, streaming
+from lit_codec.nn.conv import StreamingConv1d, StreamingConvTranspose1d, StreamingModule, streaming
+from lit_codec.nn.frame_stepper import FrameStepper, StepActivation, StepBuilder
 
 __all__ = ["FiLM", "SEANetDecoder", "SEANetEncoder", "SEANetGenerator"]
 
@@ -188,7 +192,7 @@ class FiLM(nn.Module):
         return torch.addcmul(shift, x, scale)  # (B, C, T)
 
 
-class SEANetEncoder(Configurable, nn.Module):
+class SEANetEncoder(Configurable, StreamingModule):
     """SEANet encoder: waveform (B, 1, T) to embeddings (B, D, T / hop_length).
 
     A convolution to ``channels``, then per stride a block of residual units followed by an
@@ -239,15 +243,35 @@ class SEANetEncoder(Configurable, nn.Module):
         self.activation = make_activation(activation, channels)
         self.conv_out = StreamingConv1d(channels, dimension, last_kernel_size, **conv)
 
+    def _start_streaming(self, batch_size: int) -> None:
+        like = self.conv_out.bias if self.conv_out.bias is not None else self.conv_out.weight
+        self._stream = FrameStepper(
+            self._record_step, batch_size, self.hop_length, self.dimension, like
+        )
+
+    def _record_step(self, b: StepBuilder, frames: int) -> None:
+        """The streaming step of ``frames`` frames (see :class:`~lit_codec.nn.frame_stepper.FrameStepper`)."""
+        x = b.conv(None, self.conv_in, length=frames * self.hop_length)
+        for block in self.blocks:
+            for unit in block.residuals:
+                x = unit.record_step(b, x)
+            x = b.conv(x, block.downsample, block.activation, inplace=True)
+        b.conv(x, self.conv_out, self.activation, inplace=True, final=True)
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, 1, T) waveform -> (B, D, T / hop_length) embeddings (time-major in memory)."""
+        """(B, 1, T) waveform -> (B, D, T / hop_length) embeddings (time-major in memory).
+
+        In streaming mode: the next chunk (B, 1, n) -> the frames it completes (B, D, m).
+        """
+        if self._stream is not None:
+            return self._stream(wav)
         x = self.conv_in(wav)  # (B, C, T)
         for block in self.blocks:
             x = block(x)  # (B, 2C, T / stride)
         return self.conv_out(self.activation(x, inplace=True))  # (B, D, frames)
 
 
-class SEANetDecoder(Configurable, nn.Module):
+class SEANetDecoder(Configurable, StreamingModule):
     """SEANet decoder: embeddings (B, D, F) to waveform (B, 1, F * hop_length).
 
     A convolution to ``channels * 2 ** len(strides)``, then per stride (in reverse order) an
@@ -298,8 +322,23 @@ class SEANetDecoder(Configurable, nn.Module):
         self.activation = make_activation(activation, channels_in)
         self.conv_out = StreamingConv1d(channels_in, 1, last_kernel_size, **conv)
 
+    def _start_streaming(self, batch_size: int) -> None:
+        like = self.conv_out.bias if self.conv_out.bias is not None else self.conv_out.weight
+        self._stream = FrameStepper(self._record_step, batch_size, 1, 1, like)
+
+    def _record_step(self, b: StepBuilder, frames: int) -> None:
+        """The streaming step of ``frames`` frames (see :class:`~lit_codec.nn.frame_stepper.FrameStepper`)."""
+        x = b.conv(None, self.conv_in, length=frames)
+        for block in self.blocks:
+            x = b.conv_transposed(x, block.upsample, block.activation, inplace=True)
+            for unit in block.residuals:
+                x = unit.record_step(b, x)
+        b.conv(x, self.conv_out, self.activation, inplace=True, final=True)
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        """(B, D, F) embeddings -> (B, 1, F * hop_length) waveform."""
+        """(B, D, F) embeddings -> (B, 1, F * hop_length) waveform (also per chunk when streaming)."""
+        if self._stream is not None:
+            return self._stream(latent)
         x = self.conv_in(latent)  # (B, C * 2**n, F)
         for block in self.blocks:
             x = block(x)  # (B, C', F * stride)
@@ -400,3 +439,9 @@ class ResidualUnit(nn.Module):
         h = self.conv1(self.activation1(x))  # (B, C / compress, T)
         h = self.conv2(self.activation2(h, inplace=True))  # (B, C, T)
         return h.add_(x)
+
+    def record_step(self, b: StepBuilder, x: StepActivation) -> StepActivation:
+        """Record this unit in a streaming step program: skip and bias join the 1x1 product."""
+        x = b.align(x, self.conv1)
+        h = b.conv(x, self.conv1, self.activation1, ones=True)
+        return b.pointwise_residual(h, self.conv2, self.activation2, x)

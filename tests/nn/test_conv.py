@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_codec.nn import conv as conv_module
+from lit_codec.nn.activations import ELU, Snake
 from lit_codec.nn.conv import (
     StreamingConv1d,
     StreamingConvTranspose1d,
@@ -16,6 +17,7 @@ from lit_codec.nn.conv import (
     is_streaming,
     streaming,
 )
+from lit_codec.nn.frame_stepper import FrameStepper
 
 
 def reference_conv(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
@@ -218,3 +220,50 @@ def test_invalid_geometry_is_refused():
         StreamingConv1d(1, 1, 2, stride=3)
     with pytest.raises(ValueError, match="kernel_size"):
         StreamingConvTranspose1d(1, 1, 2, stride=3)
+
+
+class StepToy(torch.nn.Module):
+    """Layers a step program records: convolutions in both layouts (channels x time when a
+    frame has more time steps than channels), a transposed one, a residual 1x1 product with
+    its bias and skip folded in, ELU and Snake."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = StreamingConv1d(1, 3, 3, dilation=2)  # 4 steps/frame >= 3 channels: (C, T)
+        self.b = StreamingConv1d(3, 12, 8, stride=4)  # 1 step/frame < 12 channels: (T, C)
+        self.c = StreamingConvTranspose1d(12, 6, 6, stride=4)  # (T, C), 2 kept frames
+        self.d = StreamingConv1d(6, 3, 3, dilation=3)  # (C, T): its skip input is re-laid out
+        self.e = StreamingConv1d(3, 6, 1)
+        self.f = StreamingConv1d(6, 2, 5)
+        self.elu, self.snake = ELU(), Snake(3)
+        with torch.no_grad():
+            self.snake.alpha.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.b(F.elu(self.a(x)))
+        c = self.c(F.elu(b))
+        r = c + self.e(self.snake(self.d(F.elu(c))))
+        return self.f(F.elu(r))
+
+    def record_step(self, s, frames: int) -> None:
+        x = s.conv(None, self.a, length=4 * frames)
+        x = s.conv(x, self.b, self.elu, inplace=True)
+        x = s.conv_transposed(x, self.c, self.elu, inplace=True)
+        x = s.align(x, self.d)
+        h = s.conv(x, self.d, self.elu, ones=True)
+        x = s.pointwise_residual(h, self.e, self.snake, x)
+        s.conv(x, self.f, self.elu, inplace=True, final=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_frame_stepper_equals_offline(seed):
+    toy = StepToy()
+    x = torch.randn(2, 1, 4 * 70)
+    chunks = random_chunks(x.shape[-1], (0, 1, 3, 4, 9, 4 * 8 + 1, 4 * 23), seed)
+    with torch.no_grad():
+        offline = toy(x)
+        stepper = FrameStepper(toy.record_step, 2, 4, 2, toy.f.weight)
+        online = torch.cat([stepper(c) for c in x.split(chunks, dim=-1)], dim=-1)
+    assert online.shape == offline.shape == (2, 2, 4 * 70)
+    assert (online - offline).abs().max() < 1e-5
+    assert {frames for frames, _ in stepper.programs} == {1, 2, 4, 8}

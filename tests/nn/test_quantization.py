@@ -293,6 +293,89 @@ def test_state_dict_round_trip_preserves_behaviour(tmp_path):
         assert torch.equal(value, clone.state_dict()[key]), key
 
 
+def test_search_tables_are_cached_until_the_codebook_changes():
+    """The squared norms of the codes are computed once, and again after every change."""
+    book = EuclideanCodebook(dim=4, codebook_size=256, kmeans_init=False, seed=0).eval()
+
+    def check_fresh(previous):
+        tables = book.search_tables()
+        assert tables is not previous
+        torch.testing.assert_close(tables.embed_sq, book.embed.square().sum(1))
+        z = torch.randn(20, 4)
+        brute = torch.cdist(z, book.embed).argmin(1)
+        assert torch.equal(book.nearest(z[:2]), brute[:2])  # few rows
+        assert torch.equal(book.nearest(z), brute)  # many rows
+        assert book.search_tables() is tables  # cached while nothing changes
+        return tables
+
+    tables = check_fresh(None)
+    book.to(torch.float64)  # the codebook stays float32: the same tensor, still valid
+    assert book.search_tables() is tables
+    z = torch.randn(64, 4)  # an EMA update (training)
+    idx = book.nearest(z)
+    counts, sums, _ = book.statistics(z, idx, step=0)
+    book.update_(counts, sums)
+    tables = check_fresh(tables)
+    book.replace_(book.cluster_size < 1e9, torch.randn(256, 4))  # dead-code re-seeding
+    tables = check_fresh(tables)
+    book.load_state_dict(
+        EuclideanCodebook(dim=4, codebook_size=256, kmeans_init=False, seed=1).state_dict()
+    )
+    tables = check_fresh(tables)
+    with torch.inference_mode():  # an in-place write, even in inference mode
+        book.embed.mul_(2.0)
+    tables = check_fresh(tables)
+    book.embed = book.embed * 0.5  # a new tensor (what .to(device) does)
+    check_fresh(tables)
+
+
+def test_few_rows_break_ties_like_many_rows():
+    """Equal codes: the few-row search picks the code the blocked search picks, which is not
+    the first one (the blocked search breaks ties by offset within 64 codes, then block)."""
+    book = EuclideanCodebook(dim=3, codebook_size=256, kmeans_init=False, seed=0).eval()
+    with torch.no_grad():
+        book.embed[70] = book.embed[129]  # offsets 6 and 1 within their blocks of 64
+    z = torch.cat([book.embed[129:130] + 0.01, torch.randn(30, 3)])
+    many = book.nearest(z)  # more than a few rows: blocked two-level search
+    few = torch.cat([book.nearest(z[i : i + 2]) for i in range(0, len(z), 2)])
+    assert many[0] == 129
+    assert torch.equal(few, many)
+
+
+@pytest.mark.parametrize("codebook_size", [16, 256])
+def test_encode_of_few_frames_equals_many_frames(codebook_size):
+    """Streaming encodes one or two frames at a time: the codes equal whole-signal codes."""
+    rvq = small_rvq(codebook_size=codebook_size, kmeans_init=False)
+    rvq.eval()
+    x = torch.randn(2, 8, 40)
+    many = rvq.encode(x)
+    few = torch.cat([rvq.encode(x[..., i : i + 2]) for i in range(0, 40, 2)], dim=-1)
+    assert few.shape == (2, 4, 40) and torch.equal(few, many)
+    with torch.no_grad():
+        assert torch.equal(rvq(x).codes, many)  # eval forward (statistics and all)
+        assert torch.equal(rvq(x[..., :1]).codes, rvq.encode(x[..., :1]))
+
+
+def test_decode_follows_codebook_changes():
+    rvq = small_rvq(kmeans_init=False)
+    rvq.eval()
+    codes = torch.randint(0, 16, (2, 4, 5))
+
+    def manual():
+        books = [layer.codebook.embed for layer in rvq.layers]
+        return sum(books[i][codes[:, i]] for i in range(4)).transpose(1, 2)  # (B, D, T)
+
+    torch.testing.assert_close(rvq.decode(codes), manual())
+    torch.testing.assert_close(rvq.decode(codes[:, :2]), rvq.decode(codes[:, :2].clone()))
+    with torch.no_grad():
+        rvq.layers[2].codebook.embed.mul_(-1.0)
+    torch.testing.assert_close(rvq.decode(codes), manual())
+    rvq.load_state_dict(small_rvq(kmeans_init=False, seed=3).state_dict())
+    torch.testing.assert_close(rvq.decode(codes), manual())
+    with pytest.raises(IndexError):
+        rvq.decode(torch.full((1, 2, 3), 16))  # not a row of the second codebook
+
+
 DISTRIBUTED_CONFIGS = {
     "direct_batch": dict(dim=4, n_q=3, codebook_size=32, kmeans_iters=3, seed=5),
     "l2_sample": dict(

@@ -135,6 +135,27 @@ def test_streaming_equals_offline(activation, film, seed):
     assert (online_out - out).abs().max() < 1e-5
 
 
+def test_streaming_steps_of_many_frames_equal_offline():
+    """Chunks completing many frames run as steps of 8, 4, 2 and 1 frames; with gradients
+    enabled too (streaming records its own operations without autograd)."""
+    g = fold_weight_norm(tiny(strides=(2, 4), dilations=(1, 3)))  # hop 8
+    wav = torch.randn(2, 1, 8 * 60)
+    with torch.no_grad():
+        latent = g.encode(wav)
+        out = g.decode(latent)
+    frames, samples, start = [], [], 0
+    with g.streaming(batch_size=2):
+        for n in (8 * 13 + 5, 3, 8 * 15, 8 * 2, 0, 8 * 30 - 8):  # 13, 1, 15, 2, 0, 29 frames
+            new = g.encode(wav[..., start : start + n])
+            start += n
+            frames.append(new)
+            samples.append(g.decode(new))
+        with pytest.raises(ValueError, match="batch"):
+            g.encode(torch.randn(1, 1, 8))
+    assert (torch.cat(frames, dim=-1) - latent).abs().max() < 1e-5
+    assert (torch.cat(samples, dim=-1) - out).abs().max() < 1e-5
+
+
 def test_streaming_latency_is_one_frame():
     g = tiny()
     with torch.inference_mode(), streaming(g):
