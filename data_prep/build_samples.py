@@ -36,7 +36,11 @@ def main() -> None:
     rows_out = []
     rng = random.Random(2026)
     for lang, budget in SPEECH_BUDGET.items():
-        rows = [r for r in _manifest(args.corpus / f"speech_{lang}") if float(r["duration"]) >= MIN_CLIP_S]
+        rows = [
+            r
+            for r in _manifest(args.corpus / f"speech_{lang}")
+            if float(r["duration"]) >= MIN_CLIP_S
+        ]
         rng.shuffle(rows)
         total = 0.0
         for r in rows:
@@ -48,7 +52,11 @@ def main() -> None:
     for r in _manifest(args.corpus / "music"):
         pieces.setdefault(Path(r["orig_file"]).stem, []).append(r)
     # round robin over the pieces, so every piece is heard
-    music = [clip for group in zip(*(pieces[p][1:] + pieces[p][:1] for p in sorted(pieces))) for clip in group]
+    music = [
+        clip
+        for group in zip(*(pieces[p][1:] + pieces[p][:1] for p in sorted(pieces)))
+        for clip in group
+    ]
     for row in music[:MUSIC_CLIPS]:
         rows_out.append(_copy(args.corpus, row, args.output / "music"))
     with open(args.output / "manifest.csv", "w", newline="") as f:
@@ -72,7 +80,10 @@ def main() -> None:
         "asterisk-core-sounds-en-g722": ("English voice prompts", "Allison Smith; Digium, Inc."),
         "asterisk-core-sounds-es-g722": ("Spanish voice prompts", "Allison Smith; Digium, Inc."),
         "asterisk-core-sounds-fr-g722": ("French voice prompts", "June Wallack; Digium, Inc."),
-        "asterisk-moh-opsound-g722": ("music on hold", "opsound.org artists (macroform and others)"),
+        "asterisk-moh-opsound-g722": (
+            "music on hold",
+            "opsound.org artists (macroform and others)",
+        ),
     }
     for p in packages:
         what, who = credits.get(p, ("", ""))
@@ -81,7 +92,9 @@ def main() -> None:
     (args.output / "ATTRIBUTION.md").write_text("\n".join(lines))
     speech = sum(float(r["duration"]) for r in rows_out if r["path"].startswith("speech"))
     music = sum(float(r["duration"]) for r in rows_out if r["path"].startswith("music"))
-    print(f"wrote {len(rows_out)} clips: {speech:.0f} s speech, {music:.0f} s music -> {args.output}")
+    print(
+        f"wrote {len(rows_out)} clips: {speech:.0f} s speech, {music:.0f} s music -> {args.output}"
+    )
 
 
 def _manifest(folder: Path) -> list[dict]:
@@ -97,7 +110,9 @@ def _copy(corpus: Path, row: dict, dest: Path) -> dict:
     sf.write(out, audio, sr, subtype="PCM_16", format="FLAC")
     speaker = row["speaker_or_source"]
     return {
-        "path": str(out.relative_to(dest.parents[1] if dest.parent.name == "speech" else dest.parent)),
+        "path": str(
+            out.relative_to(dest.parents[1] if dest.parent.name == "speech" else dest.parent)
+        ),
         "duration": f"{len(audio) / sr:.3f}",
         "speaker": "" if speaker in ("-", "moh") else speaker.split(" (")[0],
         "language": "" if row["language"] == "-" else row["language"],

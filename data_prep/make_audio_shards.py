@@ -49,37 +49,121 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     io = p.add_argument_group("input and output")
-    io.add_argument("--input", "-i", action="append", required=True, metavar="PATH",
-                    help="a folder, a manifest (.csv/.tsv/.jsonl) or a corpus root; repeat for several")
-    io.add_argument("--layout", default="auto", choices=["auto", "folder", "manifest", "libritts", "ljspeech", "vctk"],
-                    help="how to read --input (default: detect from its contents)")
-    io.add_argument("--output", "-o", required=True, metavar="DIR", help="directory for shards, index.json, report.json")
-    io.add_argument("--overwrite", action="store_true", help="delete shards of an earlier, different run in DIR")
-    io.add_argument("--vctk-mic", default="mic1", choices=["mic1", "mic2", "both"], help="VCTK 0.92 microphone(s) to use")
-    io.add_argument("--no-ffmpeg", action="store_true", help="never fall back to ffmpeg for formats soundfile cannot read")
+    io.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a folder, a manifest (.csv/.tsv/.jsonl) or a corpus root; repeat for several",
+    )
+    io.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "folder", "manifest", "libritts", "ljspeech", "vctk"],
+        help="how to read --input (default: detect from its contents)",
+    )
+    io.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="directory for shards, index.json, report.json",
+    )
+    io.add_argument(
+        "--overwrite", action="store_true", help="delete shards of an earlier, different run in DIR"
+    )
+    io.add_argument(
+        "--vctk-mic",
+        default="mic1",
+        choices=["mic1", "mic2", "both"],
+        help="VCTK 0.92 microphone(s) to use",
+    )
+    io.add_argument(
+        "--no-ffmpeg",
+        action="store_true",
+        help="never fall back to ffmpeg for formats soundfile cannot read",
+    )
     audio = p.add_argument_group("audio")
-    audio.add_argument("--sample-rate", type=int, default=d.sample_rate, help="target sample rate in Hz (soxr resampling)")
-    audio.add_argument("--bit-depth", type=int, default=d.bit_depth, choices=[16, 24], help="FLAC bit depth")
-    audio.add_argument("--loudness-lufs", type=float, default=None, metavar="LUFS",
-                       help="normalise each file to this integrated loudness, e.g. -23 (default: keep levels)")
-    audio.add_argument("--max-seconds", type=float, default=d.max_seconds, help="cut longer files into segments of at most this")
-    audio.add_argument("--min-seconds", type=float, default=d.min_seconds, help="drop clips and segments shorter than this")
-    audio.add_argument("--silence-dbfs", type=float, default=d.silence_dbfs,
-                       help="drop clips whose loudest 20 ms frame is below this level")
+    audio.add_argument(
+        "--sample-rate",
+        type=int,
+        default=d.sample_rate,
+        help="target sample rate in Hz (soxr resampling)",
+    )
+    audio.add_argument(
+        "--bit-depth", type=int, default=d.bit_depth, choices=[16, 24], help="FLAC bit depth"
+    )
+    audio.add_argument(
+        "--loudness-lufs",
+        type=float,
+        default=None,
+        metavar="LUFS",
+        help="normalise each file to this integrated loudness, e.g. -23 (default: keep levels)",
+    )
+    audio.add_argument(
+        "--max-seconds",
+        type=float,
+        default=d.max_seconds,
+        help="cut longer files into segments of at most this",
+    )
+    audio.add_argument(
+        "--min-seconds",
+        type=float,
+        default=d.min_seconds,
+        help="drop clips and segments shorter than this",
+    )
+    audio.add_argument(
+        "--silence-dbfs",
+        type=float,
+        default=d.silence_dbfs,
+        help="drop clips whose loudest 20 ms frame is below this level",
+    )
     split = p.add_argument_group("splits and shards")
-    split.add_argument("--valid-fraction", type=float, default=d.valid_fraction, help="share of speakers/files for validation")
-    split.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of speakers/files for test")
-    split.add_argument("--split-by", default=d.split_by, choices=["auto", "speaker", "file"],
-                       help="auto: by speaker when every file has one and there are >= 10 speakers, else by file")
-    split.add_argument("--all-to", default=None, choices=["train", "valid", "test"],
-                       help="put everything into one split (e.g. an evaluation set)")
+    split.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=d.valid_fraction,
+        help="share of speakers/files for validation",
+    )
+    split.add_argument(
+        "--test-fraction",
+        type=float,
+        default=d.test_fraction,
+        help="share of speakers/files for test",
+    )
+    split.add_argument(
+        "--split-by",
+        default=d.split_by,
+        choices=["auto", "speaker", "file"],
+        help="auto: by speaker when every file has one and there are >= 10 speakers, else by file",
+    )
+    split.add_argument(
+        "--all-to",
+        default=None,
+        choices=["train", "valid", "test"],
+        help="put everything into one split (e.g. an evaluation set)",
+    )
     split.add_argument("--salt", default=d.salt, help="changes which files fall into which split")
-    split.add_argument("--shard-max-mb", type=float, default=d.shard_max_mb, help="maximum shard size in MB")
-    split.add_argument("--shard-max-samples", type=int, default=d.shard_max_samples, help="maximum samples per shard")
+    split.add_argument(
+        "--shard-max-mb", type=float, default=d.shard_max_mb, help="maximum shard size in MB"
+    )
+    split.add_argument(
+        "--shard-max-samples",
+        type=int,
+        default=d.shard_max_samples,
+        help="maximum samples per shard",
+    )
     run = p.add_argument_group("running")
-    run.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: all cores)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--strict", action="store_true", help="exit with status 1 if any input was skipped or dropped")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 if any input was skipped or dropped",
+    )
     return p
 
 
@@ -101,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_audio_shards: error: {e}", file=sys.stderr)
         return 2
     for entry in result.skipped[:20]:
-        print(f"skipped {entry['path']}: {entry['reason']}" + (f" ({entry['detail']})" if entry["detail"] else ""))
+        print(
+            f"skipped {entry['path']}: {entry['reason']}"
+            + (f" ({entry['detail']})" if entry["detail"] else "")
+        )
     if len(result.skipped) > 20:
         print(f"... and {len(result.skipped) - 20} more skipped files (see report.json)")
     print(result.summary())

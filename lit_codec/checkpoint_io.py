@@ -45,7 +45,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` with atomic local writes (remote paths: Lightning's own writer)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
+    ) -> None:
         protocol = get_filesystem(path).protocol
         if "file" not in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
             return super().save_checkpoint(checkpoint, path, storage_options)

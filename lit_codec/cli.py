@@ -117,11 +117,15 @@ def _make_cli_class():
                 "model.init_args.quantizer.init_args.frame_rate",
                 compute_fn=_frame_rate,
             )
-            parser.link_arguments("model.init_args.sample_rate", "model.init_args.mel_loss.init_args.sample_rate")
+            parser.link_arguments(
+                "model.init_args.sample_rate", "model.init_args.mel_loss.init_args.sample_rate"
+            )
 
         def before_instantiate_classes(self) -> None:
             # a logger without its own folder writes into the run's folder
-            config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+            config = (
+                self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+            )
             trainer = config.get("trainer")
             loggers = trainer.get("logger") if trainer is not None else None
             for logger in loggers if isinstance(loggers, list) else [loggers]:
@@ -208,17 +212,30 @@ def _inference_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="audio file -> codes (.npz)")
     enc.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) or export (.safetensors)")
-    enc.add_argument("--input", required=True, help="audio file (any format, rate and channel count)")
+    enc.add_argument(
+        "--input", required=True, help="audio file (any format, rate and channel count)"
+    )
     enc.add_argument("--output", required=True, help=".npz file to write")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--kbps", type=float, default=None, help="target bitrate (the largest n_q within it)")
+    rate.add_argument(
+        "--kbps", type=float, default=None, help="target bitrate (the largest n_q within it)"
+    )
     rate.add_argument("--n-q", type=int, default=None, help="number of codebooks")
-    enc.add_argument("--chunk-ms", type=float, default=None, help="encode through the streaming path in chunks of this size")
+    enc.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=None,
+        help="encode through the streaming path in chunks of this size",
+    )
     dec = sub.add_parser("decode", help="codes (.npz) -> audio file")
     dec.add_argument("--ckpt", required=True)
     dec.add_argument("--input", required=True, help=".npz written by `lit-codec encode`")
-    dec.add_argument("--output", required=True, help="audio file to write (format from the extension)")
-    dec.add_argument("--chunk-ms", type=float, default=None, help="decode through the streaming path")
+    dec.add_argument(
+        "--output", required=True, help="audio file to write (format from the extension)"
+    )
+    dec.add_argument(
+        "--chunk-ms", type=float, default=None, help="decode through the streaming path"
+    )
     exp = sub.add_parser("export", help="checkpoint -> .safetensors (weights + configuration)")
     exp.add_argument("--ckpt", required=True)
     exp.add_argument("--output", required=True)
@@ -265,7 +282,8 @@ def _encode(a) -> None:
     )
     print(
         f"encoded {a.input} ({len(wav) / codec.sample_rate:.2f} s) -> {out}: {codes.shape[1]} frames x {n_q} codebooks, "
-        f"{codec.quantizer.kbps(n_q):g} kbps" + (f", streamed in {a.chunk_ms:g} ms chunks" if a.chunk_ms else "")
+        f"{codec.quantizer.kbps(n_q):g} kbps"
+        + (f", streamed in {a.chunk_ms:g} ms chunks" if a.chunk_ms else "")
     )
 
 
@@ -281,7 +299,9 @@ def _decode(a) -> None:
         codes, fingerprint = data["codes"], str(data["fingerprint"])
         num_samples = int(data["num_samples"])
     except (OSError, KeyError, ValueError) as e:
-        raise SystemExit(f"lit-codec decode: {a.input} is not a file written by `lit-codec encode` ({e})") from None
+        raise SystemExit(
+            f"lit-codec decode: {a.input} is not a file written by `lit-codec encode` ({e})"
+        ) from None
     codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
     if fingerprint != codec.fingerprint:
         raise SystemExit(
@@ -292,14 +312,22 @@ def _decode(a) -> None:
     if a.chunk_ms:
         frames = max(1, int(round(a.chunk_ms * codec.frame_rate / 1000)))
         with codec.streaming(n_q=codes_t.shape[1]) as stream:
-            audio = torch.cat([stream.decode(codes_t[..., i : i + frames]) for i in range(0, codes_t.shape[-1], frames)], -1)
+            audio = torch.cat(
+                [
+                    stream.decode(codes_t[..., i : i + frames])
+                    for i in range(0, codes_t.shape[-1], frames)
+                ],
+                -1,
+            )
     else:
         audio = codec.decode(codes_t)
     audio = audio[0, 0, :num_samples].cpu().numpy()
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(out, np.clip(audio, -1, 1), codec.sample_rate)
-    print(f"decoded {a.input} -> {out}: {len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz")
+    print(
+        f"decoded {a.input} -> {out}: {len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz"
+    )
 
 
 def _export(a) -> None:
@@ -336,7 +364,9 @@ def main(args: list[str] | None = None):
         return None
     if args and args[0] in INFERENCE_COMMANDS:
         parsed = _inference_parser().parse_args(args)
-        handler = {"encode": _encode, "decode": _decode, "export": _export, "info": _info}[parsed.command]
+        handler = {"encode": _encode, "decode": _decode, "export": _export, "info": _info}[
+            parsed.command
+        ]
         try:
             handler(parsed)
         except (ValueError, FileNotFoundError) as e:

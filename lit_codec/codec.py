@@ -48,7 +48,13 @@ class Codec(nn.Module):
         config: the configuration the networks were built from (for export and fingerprint).
     """
 
-    def __init__(self, generator: nn.Module, quantizer: nn.Module, sample_rate: int, config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        quantizer: nn.Module,
+        sample_rate: int,
+        config: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.generator = fold_weight_norm(generator)  # inference weights; a no-op if already folded
         self.quantizer = quantizer
@@ -59,7 +65,9 @@ class Codec(nn.Module):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", trust: bool = False) -> Codec:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", trust: bool = False
+    ) -> Codec:
         """Load a Lightning checkpoint of :class:`~lit_codec.models.CodecGAN` or an exported file."""
         path = Path(path)
         if not path.exists():
@@ -87,9 +95,15 @@ class Codec(nn.Module):
                     "`lit-codec export` in the environment that trained it."
                 ) from None
             if "lit_codec" not in ckpt or "codec" not in ckpt["lit_codec"]:
-                raise ValueError(f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)")
+                raise ValueError(
+                    f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)"
+                )
             config = ckpt["lit_codec"]["codec"]
-            state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("generator.", "quantizer."))}
+            state = {
+                k: v
+                for k, v in ckpt["state_dict"].items()
+                if k.startswith(("generator.", "quantizer."))
+            }
             folded = False
         generator = build_module(config["generator"], trust=trust)
         quantizer = build_module(config["quantizer"], trust=trust)
@@ -101,7 +115,9 @@ class Codec(nn.Module):
             raise ValueError(
                 f"{path}: checkpoint does not match its configuration (missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
-        return cls(generator.to(map_location), quantizer.to(map_location), config["sample_rate"], config)
+        return cls(
+            generator.to(map_location), quantizer.to(map_location), config["sample_rate"], config
+        )
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the codec as ``.safetensors`` (weights + configuration), loadable by :meth:`from_checkpoint`."""
@@ -110,7 +126,11 @@ class Codec(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        meta = {"format": FORMAT, "config": json.dumps(self.config), "fingerprint": self.fingerprint}
+        meta = {
+            "format": FORMAT,
+            "config": json.dumps(self.config),
+            "fingerprint": self.fingerprint,
+        }
         tmp = path.with_name(path.name + ".tmp")
         save_file(state, str(tmp), metadata=meta)
         os.replace(tmp, path)
@@ -149,7 +169,9 @@ class Codec(nn.Module):
         if kbps is not None:
             n_q = self.quantizer.n_q_for_kbps(kbps)
             if n_q < 1:
-                raise ValueError(f"{kbps} kbps is below this codec's lowest bitrate {self.bitrates()[0]:g} kbps")
+                raise ValueError(
+                    f"{kbps} kbps is below this codec's lowest bitrate {self.bitrates()[0]:g} kbps"
+                )
         n_q = self.n_q if n_q is None else int(n_q)
         if not 1 <= n_q <= self.n_q:
             raise ValueError(f"n_q must be in 1..{self.n_q}, not {n_q}")
@@ -168,7 +190,9 @@ class Codec(nn.Module):
         return wav
 
     @torch.inference_mode()
-    def encode(self, wav: torch.Tensor | np.ndarray, n_q: int | None = None, kbps: float | None = None) -> torch.Tensor:
+    def encode(
+        self, wav: torch.Tensor | np.ndarray, n_q: int | None = None, kbps: float | None = None
+    ) -> torch.Tensor:
         """Codes ``(B, n_q, ceil(T / hop))`` of audio ``(T,)``, ``(B, T)`` or ``(B, 1, T)`` at ``sample_rate``."""
         wav = self._as_batch(wav).to(self._device())
         latent = self.generator.encode(wav)  # (B, D, F)
@@ -180,17 +204,25 @@ class Codec(nn.Module):
         codes = torch.as_tensor(codes).long()
         if codes.dim() == 2:
             codes = codes[None]  # (1, n_q, F)
-        out_of_range = codes.numel() > 0 and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size)
+        out_of_range = codes.numel() > 0 and (
+            int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size
+        )
         if codes.dim() != 3 or codes.shape[1] > self.n_q or out_of_range:
-            raise ValueError(f"codes do not fit this codec ({self.n_q} codebooks of {self.codebook_size})")
-        return self.generator.decode(self.quantizer.decode(codes.to(self._device())))  # (B, 1, F * hop)
+            raise ValueError(
+                f"codes do not fit this codec ({self.n_q} codebooks of {self.codebook_size})"
+            )
+        return self.generator.decode(
+            self.quantizer.decode(codes.to(self._device()))
+        )  # (B, 1, F * hop)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ streaming
     @contextmanager
-    def streaming(self, batch_size: int = 1, n_q: int | None = None, kbps: float | None = None) -> Iterator[CodecStream]:
+    def streaming(
+        self, batch_size: int = 1, n_q: int | None = None, kbps: float | None = None
+    ) -> Iterator[CodecStream]:
         """A :class:`CodecStream` for chunk-by-chunk encoding and decoding (latency: one frame)."""
         with torch.inference_mode(), streaming(self.generator, batch_size):
             yield CodecStream(self, self.resolve_n_q(n_q, kbps), batch_size)
@@ -226,7 +258,9 @@ class CodecStream:
         """Audio ``(B, 1, m * hop)`` of the next ``m`` frames of codes ``(B, n_q, m)``."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 1, 0)
-        return self.codec.generator.decode(self.codec.quantizer.decode(codes.long().to(self.device)))
+        return self.codec.generator.decode(
+            self.codec.quantizer.decode(codes.long().to(self.device))
+        )
 
 
 def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -248,11 +282,15 @@ def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ValueError(f"{path} is a folder but not a sharded lit-codec checkpoint (no meta.pt)")
     meta = torch.load(meta_file, map_location="cpu", weights_only=True)
     if "lit_codec" not in meta:
-        raise ValueError(f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)")
+        raise ValueError(
+            f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         dcp_to_torch_save(str(path), f"{tmp}/full.pt")
         full = torch.load(f"{tmp}/full.pt", map_location="cpu", weights_only=True)
-    state = {k: v for k, v in full["state_dict"].items() if k.startswith(("generator.", "quantizer."))}
+    state = {
+        k: v for k, v in full["state_dict"].items() if k.startswith(("generator.", "quantizer."))
+    }
     return meta["lit_codec"]["codec"], state
 
 
@@ -274,7 +312,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     try:
         decoded = read_audio(path)
     except AudioError as e:
-        raise ValueError(f"cannot read {path}: {e.reason}" + (f" ({e.detail})" if e.detail else "")) from None
+        raise ValueError(
+            f"cannot read {path}: {e.reason}" + (f" ({e.detail})" if e.detail else "")
+        ) from None
     audio = resample(to_mono(decoded.samples), decoded.sample_rate, sample_rate)
     if not np.isfinite(audio).all():
         raise ValueError(f"{path} holds NaN or infinite samples")

@@ -29,7 +29,10 @@ def has_wandb_credentials() -> bool:
     """Whether W&B could log in without asking: an API key in the environment or ~/.netrc."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    host = (
+        urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        or "api.wandb.ai"
+    )
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
@@ -46,9 +49,13 @@ class WandbLogger(_LightningWandbLogger):
             ``tags``, ``save_dir``, ...), passed on.
     """
 
-    def __init__(self, mode: Literal["auto", "online", "offline", "disabled"] = "auto", **kwargs: Any):
+    def __init__(
+        self, mode: Literal["auto", "online", "offline", "disabled"] = "auto", **kwargs: Any
+    ):
         env = os.environ.get("WANDB_MODE")
-        chosen = env or (("online" if has_wandb_credentials() else "offline") if mode == "auto" else mode)
+        chosen = env or (
+            ("online" if has_wandb_credentials() else "offline") if mode == "auto" else mode
+        )
         if chosen == "disabled":
             kwargs["mode"] = "disabled"
         kwargs["offline"] = chosen in ("offline", "dryrun")
@@ -68,13 +75,20 @@ def _media_dir(logger) -> Path:
     return Path(base) / "media"
 
 
-def log_audio(logger, key: str, audio: np.ndarray, sample_rate: int, step: int, caption: str | None = None) -> None:
+def log_audio(
+    logger, key: str, audio: np.ndarray, sample_rate: int, step: int, caption: str | None = None
+) -> None:
     """Log a mono clip ``(T,)`` in [-1, 1] under ``key``."""
     audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
     if isinstance(logger, _LightningWandbLogger):
         import wandb
 
-        logger.experiment.log({key: wandb.Audio(audio, sample_rate=sample_rate, caption=caption), "trainer/global_step": step})
+        logger.experiment.log(
+            {
+                key: wandb.Audio(audio, sample_rate=sample_rate, caption=caption),
+                "trainer/global_step": step,
+            }
+        )
         return
     experiment = getattr(logger, "experiment", None)
     if hasattr(experiment, "add_audio"):
@@ -92,7 +106,9 @@ def log_image(logger, key: str, image: np.ndarray, step: int, caption: str | Non
     if isinstance(logger, _LightningWandbLogger):
         import wandb
 
-        logger.experiment.log({key: wandb.Image(image, caption=caption), "trainer/global_step": step})
+        logger.experiment.log(
+            {key: wandb.Image(image, caption=caption), "trainer/global_step": step}
+        )
         return
     experiment = getattr(logger, "experiment", None)
     if hasattr(experiment, "add_image"):

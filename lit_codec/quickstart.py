@@ -20,9 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("quickstart"), help="where everything is written")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("quickstart"), help="where everything is written"
+    )
     parser.add_argument("--steps", type=int, default=400, help="generator steps to train")
-    parser.add_argument("--max-minutes", type=float, default=6.0, help="stop training after this long anyway")
+    parser.add_argument(
+        "--max-minutes", type=float, default=6.0, help="stop training after this long anyway"
+    )
     args = parser.parse_args(argv)
     work: Path = args.workdir
     t0 = time.time()
@@ -40,9 +44,14 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe = REPO / "recipes" / "codec" / "debug.yaml"
     start = 100  # the recipe's discriminator start (generator steps)
-    optimizer_steps = min(args.steps, start) + 2 * max(0, args.steps - start)  # trainer.max_steps counts G and D
+    optimizer_steps = min(args.steps, start) + 2 * max(
+        0, args.steps - start
+    )  # trainer.max_steps counts G and D
     run = work / "run"
-    print(f"[2/3] training {recipe.relative_to(REPO)} for {args.steps} generator steps -> {run}", flush=True)
+    print(
+        f"[2/3] training {recipe.relative_to(REPO)} for {args.steps} generator steps -> {run}",
+        flush=True,
+    )
     minutes = int(args.max_minutes)
     cli([
         "fit", "--config", str(recipe), "--data.root", str(work / "shards"),
@@ -64,12 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     scores = _scores(clip, recon)
     print()
     print(f"quickstart done in {(time.time() - t0) / 60:.1f} min:")
-    print(f"  shards      {work / 'shards'} ({sum(s['num_samples'] for s in index['splits'].values())} clips)")
+    print(
+        f"  shards      {work / 'shards'} ({sum(s['num_samples'] for s in index['splits'].values())} clips)"
+    )
     print(f"  checkpoint  {ckpt}")
     print(f"  metrics     {next(run.rglob('metrics.csv'), run)}")
     print(f"  codes       {codes}")
     print(f"  decoded     {recon}  ({scores})")
-    print("  next: lit-codec fit --config recipes/codec/speech_16khz_6kbps.yaml --data.root YOUR_SHARDS")
+    print(
+        "  next: lit-codec fit --config recipes/codec/speech_16khz_6kbps.yaml --data.root YOUR_SHARDS"
+    )
 
 
 def _a_test_clip(shards: Path, index: dict) -> Path:

@@ -41,10 +41,14 @@ class GANDDPStrategy(DDPStrategy):
             return super().configure_ddp()
         device_ids = self.determine_ddp_device_ids()
         kwargs = dict(self._ddp_kwargs)
-        kwargs.setdefault("broadcast_buffers", False)  # EMA codebooks are all-reduced, not broadcast
+        kwargs.setdefault(
+            "broadcast_buffers", False
+        )  # EMA codebooks are all-reduced, not broadcast
 
         def wrap(network: nn.Module) -> DistributedDataParallel:
-            ctx = torch.cuda.stream(torch.cuda.Stream()) if device_ids is not None else nullcontext()
+            ctx = (
+                torch.cuda.stream(torch.cuda.Stream()) if device_ids is not None else nullcontext()
+            )
             with ctx:
                 return DistributedDataParallel(network, device_ids=device_ids, **kwargs)
 
@@ -52,7 +56,9 @@ class GANDDPStrategy(DDPStrategy):
 
     @classmethod
     def register_strategies(cls, strategy_registry: dict) -> None:
-        strategy_registry.register(cls.strategy_name, cls, description="DDP with separately wrapped GAN networks")
+        strategy_registry.register(
+            cls.strategy_name, cls, description="DDP with separately wrapped GAN networks"
+        )
 
 
 if GANDDPStrategy.strategy_name not in StrategyRegistry:

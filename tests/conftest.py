@@ -24,5 +24,7 @@ def sample_shards(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sample_shards")
     samples = Path(__file__).resolve().parents[1] / "data_prep" / "samples"
-    prepare_shards([samples], out, PrepareSettings(valid_fraction=0.1, test_fraction=0.05), progress=False)
+    prepare_shards(
+        [samples], out, PrepareSettings(valid_fraction=0.1, test_fraction=0.05), progress=False
+    )
     return out

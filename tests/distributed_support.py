@@ -26,7 +26,9 @@ class DumpState(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.n_q.append(float(trainer.callback_metrics.get("vq/n_q", torch.tensor(-1.0))))
-        self.losses.append(float(trainer.callback_metrics.get("train/loss_g", torch.tensor(float("nan")))))
+        self.losses.append(
+            float(trainer.callback_metrics.get("train/loss_g", torch.tensor(float("nan"))))
+        )
 
     def on_train_end(self, trainer, pl_module) -> None:
         os.makedirs(self.directory, exist_ok=True)
@@ -45,7 +47,8 @@ class DumpState(L.Callback):
                 "changed": changed,
                 "requires_grad": {k: p.requires_grad for k, p in params.items()},
                 "codebook_dtype": str(pl_module.quantizer.layers[0].codebook.embed.dtype)
-                if hasattr(pl_module.quantizer, "layers") else "",
+                if hasattr(pl_module.quantizer, "layers")
+                else "",
             },
             os.path.join(self.directory, f"rank{trainer.global_rank}.pt"),
         )

@@ -17,7 +17,9 @@ SPEECH = sorted((REPO / "data_prep" / "samples" / "speech").rglob("*.flac"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_every_recipe_parses_and_builds(recipe, tmp_path):
     text = recipe.read_text()
-    assert text.startswith("#") and "Run:" in text and "Result:" in text  # a header that explains it
+    assert (
+        text.startswith("#") and "Run:" in text and "Result:" in text
+    )  # a header that explains it
     configs = ["--config", str(recipe)]
     if "\nmodel:" not in text:  # a delta (e.g. fsdp.yaml): applied on top of the debug recipe
         configs = ["--config", str(REPO / "recipes/codec/debug.yaml"), *configs]
@@ -30,7 +32,12 @@ def test_every_recipe_parses_and_builds(recipe, tmp_path):
 
 
 def _built(name):
-    return run_lightning(expand_recipes(["--config", str(REPO / "recipes/codec" / name), "--trainer.logger", "false"]), run=False).model
+    return run_lightning(
+        expand_recipes(
+            ["--config", str(REPO / "recipes/codec" / name), "--trainer.logger", "false"]
+        ),
+        run=False,
+    ).model
 
 
 def test_the_seed_example_holds_for_the_24khz_recipe():
@@ -50,7 +57,14 @@ def test_the_speech_recipe_serves_every_bitrate():
 
 
 def test_print_config_shows_the_derived_numbers(capsys):
-    main(["fit", "--config", str(REPO / "recipes/codec/soundstream_24khz_6kbps.yaml"), "--print_config"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "recipes/codec/soundstream_24khz_6kbps.yaml"),
+            "--print_config",
+        ]
+    )
     out = capsys.readouterr().out
     assert "sample_rate: 24000" in out and "n_q: 8" in out
     assert "75 frames/s" in out and "= 6 kbps" in out and "80 bits/frame" in out
@@ -89,22 +103,78 @@ def test_encode_decode_round_trip_and_streaming_codes(trained_debug, tmp_path):
     stereo = np.stack([soxr.resample(audio, rate, 44100)] * 2, axis=1) * 0.9
     src = tmp_path / "in.wav"
     sf.write(src, stereo, 44100)
-    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "a.npz")])
-    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "s.npz"), "--chunk-ms", "20"])
-    main(["encode", "--ckpt", str(trained_debug), "--input", str(src), "--output", str(tmp_path / "k.npz"), "--kbps", "0.8"])
+    main(
+        [
+            "encode",
+            "--ckpt",
+            str(trained_debug),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "a.npz"),
+        ]
+    )
+    main(
+        [
+            "encode",
+            "--ckpt",
+            str(trained_debug),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "s.npz"),
+            "--chunk-ms",
+            "20",
+        ]
+    )
+    main(
+        [
+            "encode",
+            "--ckpt",
+            str(trained_debug),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "k.npz"),
+            "--kbps",
+            "0.8",
+        ]
+    )
     offline, streamed, low = (np.load(tmp_path / f"{n}.npz") for n in "ask")
     assert offline["codes"].shape == (4, math.ceil(len(audio) / 320))
-    np.testing.assert_array_equal(offline["codes"], streamed["codes"])  # streaming gives the same codes
+    np.testing.assert_array_equal(
+        offline["codes"], streamed["codes"]
+    )  # streaming gives the same codes
     assert low["codes"].shape[0] == 2 and float(low["kbps"]) == pytest.approx(0.8)
     np.testing.assert_array_equal(low["codes"], offline["codes"][:2])
     assert int(offline["sample_rate"]) == 16000 and float(offline["frame_rate"]) == 50
-    main(["decode", "--ckpt", str(trained_debug), "--input", str(tmp_path / "a.npz"), "--output", str(tmp_path / "b.wav")])
+    main(
+        [
+            "decode",
+            "--ckpt",
+            str(trained_debug),
+            "--input",
+            str(tmp_path / "a.npz"),
+            "--output",
+            str(tmp_path / "b.wav"),
+        ]
+    )
     decoded, out_rate = sf.read(tmp_path / "b.wav")
     assert out_rate == 16000 and len(decoded) == len(audio) and np.isfinite(decoded).all()
 
 
 def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path):
-    main(["encode", "--ckpt", str(trained_debug), "--input", str(SPEECH[1]), "--output", str(tmp_path / "a.npz")])
+    main(
+        [
+            "encode",
+            "--ckpt",
+            str(trained_debug),
+            "--input",
+            str(SPEECH[1]),
+            "--output",
+            str(tmp_path / "a.npz"),
+        ]
+    )
     other = Codec.from_checkpoint(trained_debug)
     with torch.no_grad():
         next(other.generator.parameters()).add_(0.01)
@@ -112,13 +182,33 @@ def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path):
     other.config = dict(other.config)
     path = other.export(tmp_path / "other.safetensors")
     with pytest.raises(SystemExit, match="encoded by codec"):
-        main(["decode", "--ckpt", str(path), "--input", str(tmp_path / "a.npz"), "--output", str(tmp_path / "b.wav")])
+        main(
+            [
+                "decode",
+                "--ckpt",
+                str(path),
+                "--input",
+                str(tmp_path / "a.npz"),
+                "--output",
+                str(tmp_path / "b.wav"),
+            ]
+        )
 
 
 def test_unreadable_input_gives_a_clear_error(trained_debug, tmp_path):
     (tmp_path / "notes.wav").write_text("not audio at all\n" * 10)
     with pytest.raises(SystemExit, match=r"notes.wav.*not audio"):
-        main(["encode", "--ckpt", str(trained_debug), "--input", str(tmp_path / "notes.wav"), "--output", str(tmp_path / "x.npz")])
+        main(
+            [
+                "encode",
+                "--ckpt",
+                str(trained_debug),
+                "--input",
+                str(tmp_path / "notes.wav"),
+                "--output",
+                str(tmp_path / "x.npz"),
+            ]
+        )
 
 
 def test_export_round_trip(trained_debug, tmp_path):
@@ -144,4 +234,6 @@ def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shard
         assert 0 < results[f"{stage}/vq/entropy_kbps"] <= 1.6
     predictions = trainer.predict(model, datamodule=data, ckpt_path=str(trained_debug))
     first = predictions[0]
-    assert first["codes"].shape[1] == 4 and first["audio"].shape[-1] == first["codes"].shape[-1] * 320
+    assert (
+        first["codes"].shape[1] == 4 and first["audio"].shape[-1] == first["codes"].shape[-1] * 320
+    )

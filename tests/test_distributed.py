@@ -14,7 +14,14 @@ CLI = [sys.executable, "-m", "lit_codec.cli"]
 
 def run_fit(args, cwd, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([*CLI, "fit", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [*CLI, "fit", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -54,7 +61,9 @@ def test_plain_ddp_keeps_ranks_identical(uneven_shards, tmp_path):
     assert ranks[0]["generator_step"] == ranks[1]["generator_step"] == 7  # 3 G-only + 4 (G+D) steps
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 11
     assert ranks[0]["batches"] == ranks[1]["batches"]
-    assert ranks[0]["n_q"] == ranks[1]["n_q"] and len(set(ranks[0]["n_q"][2:])) > 1  # same dropout draws
+    assert (
+        ranks[0]["n_q"] == ranks[1]["n_q"] and len(set(ranks[0]["n_q"][2:])) > 1
+    )  # same dropout draws
     state0, state1 = ranks[0]["state"], ranks[1]["state"]
     assert state0.keys() == state1.keys()
     for key in state0:  # generator, discriminator, codebooks: identical on both ranks
@@ -99,12 +108,17 @@ def test_fsdp2_delta_shards_trains_and_resumes(uneven_shards, tmp_path):
               "--trainer.devices", "2", "--trainer.accelerator", "cpu"]  # fmt: skip
     run_fit(common, cwd=tmp_path)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_dir() and len(list(last.glob("*.distcp"))) == 2  # saved sharded, one file per rank
+    assert (
+        last.is_dir() and len(list(last.glob("*.distcp"))) == 2
+    )  # saved sharded, one file per rank
     ranks = [torch.load(tmp_path / "dump" / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for rank in ranks:
         assert rank["generator_step"] == 6  # 3 G-only + 3 (G+D)
         assert all(rank["requires_grad"].values())  # toggling left no sharded parameter frozen
-        moved = {net: any(v for k, v in rank["changed"].items() if k.startswith(net)) for net in ("generator", "discriminator")}
+        moved = {
+            net: any(v for k, v in rank["changed"].items() if k.startswith(net))
+            for net in ("generator", "discriminator")
+        }
         assert moved == {"generator": True, "discriminator": True}
         assert all(torch.isfinite(torch.tensor(x)) for x in rank["losses"])
     for key in ranks[0]["state"]:

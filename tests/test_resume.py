@@ -48,7 +48,11 @@ def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tmp_path, sampl
     straight, split = losses(tmp_path / "straight"), losses(tmp_path / "split")
     assert sorted(straight) == sorted(split) == list(range(1, 9))
     for step in range(1, 9):  # identical, up to float rounding
-        assert split[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), (step, straight, split)
+        assert split[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), (
+            step,
+            straight,
+            split,
+        )
     a = torch.load(tmp_path / "straight/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     for key in a:
@@ -72,7 +76,14 @@ def _kill_args(shards, root, extra=()):
 def _checkpoint_every(n: int) -> str:
     import json
 
-    return json.dumps([{"class_path": "lit_codec.callbacks.GeneratorStepCheckpoint", "init_args": {"every_n_generator_steps": n}}])
+    return json.dumps(
+        [
+            {
+                "class_path": "lit_codec.callbacks.GeneratorStepCheckpoint",
+                "init_args": {"every_n_generator_steps": n},
+            }
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -81,12 +92,18 @@ def test_sigkill_at_any_moment_never_corrupts_last_ckpt(tmp_path, sample_shards)
     last = ckpt_dir / "last.ckpt"
     kills = {"during-write": 0, "random": 0}
     for attempt in range(12):
-        args = _kill_args(sample_shards, tmp_path) + (["--ckpt_path", "last"] if last.exists() else [])
+        args = _kill_args(sample_shards, tmp_path) + (
+            ["--ckpt_path", "last"] if last.exists() else []
+        )
         proc = _popen(args, tmp_path)
         mode = "during-write" if attempt % 2 == 0 else "random"
         deadline = time.time() + (4 + 3 * (attempt % 3) if mode == "random" else 120)
         while proc.poll() is None and time.time() < deadline:
-            if mode == "during-write" and ckpt_dir.is_dir() and any(p.name.startswith("last.ckpt.tmp") for p in ckpt_dir.iterdir()):
+            if (
+                mode == "during-write"
+                and ckpt_dir.is_dir()
+                and any(p.name.startswith("last.ckpt.tmp") for p in ckpt_dir.iterdir())
+            ):
                 break  # a checkpoint is being written right now
             time.sleep(0.001)
         if proc.poll() is None:

@@ -26,7 +26,14 @@ def test_offline_wandb_run_holds_metrics_audio_and_images(tmp_path, sample_shard
     for label in labels:  # per-bitrate quality and reconstruction metrics
         for metric in ("pesq", "stoi", "mel", "sisdr"):
             assert f"val/{metric}@{label}" in keys, (metric, label, sorted(keys))
-    for key in ("rec/mel", "vq/commit", "vq/usage/0", "train/grad_norm_g", "val/vq/entropy_kbps", "val/quality_wait_seconds"):
+    for key in (
+        "rec/mel",
+        "vq/commit",
+        "vq/usage/0",
+        "train/grad_norm_g",
+        "val/vq/entropy_kbps",
+        "val/quality_wait_seconds",
+    ):
         assert key in keys, key
     values = {k: v for step in steps for k, v in step.items()}
     assert 1.0 <= values["val/pesq@1.6kbps"] <= 4.7 and 0 <= values["val/stoi@1.6kbps"] <= 1

@@ -30,10 +30,18 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         **kwargs: passed to ``ModelCheckpoint`` (``dirpath``, ``save_last``, ``monitor``, ...).
     """
 
-    def __init__(self, every_n_generator_steps: int = 1000, save_last: bool = True, enable_version_counter: bool = False, **kwargs):
+    def __init__(
+        self,
+        every_n_generator_steps: int = 1000,
+        save_last: bool = True,
+        enable_version_counter: bool = False,
+        **kwargs,
+    ):
         # enable_version_counter=False: a resumed run overwrites last.ckpt (atomically)
         # instead of writing last-v1.ckpt next to it
-        super().__init__(save_last=save_last, enable_version_counter=enable_version_counter, **kwargs)
+        super().__init__(
+            save_last=save_last, enable_version_counter=enable_version_counter, **kwargs
+        )
         self.every_n_generator_steps = every_n_generator_steps
         self._last_generator_step_saved = -1
 
@@ -52,7 +60,12 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer, pl_module) -> None:
         step = getattr(pl_module, "generator_step", None)
-        if self.save_last and step is not None and step != self._last_generator_step_saved and step > 0:
+        if (
+            self.save_last
+            and step is not None
+            and step != self._last_generator_step_saved
+            and step > 0
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_generator_step_saved = step
 
@@ -63,7 +76,11 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         """
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if self.save_last and isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and self.dirpath:
+        if (
+            self.save_last
+            and isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+            and self.dirpath
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

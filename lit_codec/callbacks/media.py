@@ -48,7 +48,14 @@ def spectrogram_image(clips: dict[str, np.ndarray], sample_rate: int) -> np.ndar
     fig, axes = plt.subplots(len(clips), 1, figsize=(8, 1.6 * len(clips)), squeeze=False)
     for ax, (name, clip) in zip(axes[:, 0], clips.items()):
         spec = mel(torch.as_tensor(clip, dtype=torch.float32)[None])[0]  # (n_mels, frames)
-        ax.imshow(torch.log10(spec.clamp_min(1e-5)).numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-5, vmax=1)
+        ax.imshow(
+            torch.log10(spec.clamp_min(1e-5)).numpy(),
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=-5,
+            vmax=1,
+        )
         ax.set_ylabel(name, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -67,7 +74,14 @@ def codebook_usage_image(counts: np.ndarray) -> np.ndarray:
     n_q, size = counts.shape
     fig, ax = plt.subplots(figsize=(8, 0.4 * n_q + 1.2))
     freq = np.sort(counts, axis=1)[:, ::-1] / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    im = ax.imshow(np.log10(freq + 1e-6), aspect="auto", cmap="viridis", vmin=-6, vmax=0, interpolation="nearest")
+    im = ax.imshow(
+        np.log10(freq + 1e-6),
+        aspect="auto",
+        cmap="viridis",
+        vmin=-6,
+        vmax=0,
+        interpolation="nearest",
+    )
     ax.set_xlabel(f"codes sorted by use (of {size})")
     ax.set_ylabel("codebook")
     fig.colorbar(im, ax=ax, label="log10 frequency")
@@ -86,7 +100,13 @@ class ValidationMedia(L.Callback):
         codebook_histograms: log the codebook usage image.
     """
 
-    def __init__(self, num_clips: int = 4, every_n_validations: int = 1, spectrograms: bool = True, codebook_histograms: bool = True):
+    def __init__(
+        self,
+        num_clips: int = 4,
+        every_n_validations: int = 1,
+        spectrograms: bool = True,
+        codebook_histograms: bool = True,
+    ):
         super().__init__()
         self.num_clips = num_clips
         self.every_n_validations = max(1, every_n_validations)
@@ -107,7 +127,9 @@ class ValidationMedia(L.Callback):
             self._validations += 1
         self._logged = 0
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0
+    ) -> None:
         if not self._active or not isinstance(outputs, dict) or "reconstructions" not in outputs:
             return
         rate = int(pl_module.sample_rate)
@@ -123,10 +145,22 @@ class ValidationMedia(L.Callback):
             for name, clip in clips.items():
                 log_audio(trainer.logger, f"audio/clip{self._logged}/{name}", clip, rate, step)
             if self.spectrograms:
-                log_image(trainer.logger, f"spectrogram/clip{self._logged}", spectrogram_image(clips, rate), step)
+                log_image(
+                    trainer.logger,
+                    f"spectrogram/clip{self._logged}",
+                    spectrogram_image(clips, rate),
+                    step,
+                )
             self._logged += 1
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        counts = getattr(pl_module, "val_code_counts", None)  # this rank's counts: no collective here
+        counts = getattr(
+            pl_module, "val_code_counts", None
+        )  # this rank's counts: no collective here
         if self._active and self.codebook_histograms and counts is not None and counts.sum() > 0:
-            log_image(trainer.logger, "vq/usage_histogram", codebook_usage_image(counts.cpu().numpy()), trainer.global_step)
+            log_image(
+                trainer.logger,
+                "vq/usage_histogram",
+                codebook_usage_image(counts.cpu().numpy()),
+                trainer.global_step,
+            )

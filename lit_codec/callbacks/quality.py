@@ -31,7 +31,9 @@ import torch
 __all__ = ["QualityMetrics"]
 
 
-def _score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, metrics: tuple[str, ...]) -> dict:
+def _score(
+    reference: np.ndarray, degraded: np.ndarray, sample_rate: int, metrics: tuple[str, ...]
+) -> dict:
     import torch as _torch
 
     _torch.set_num_threads(1)
@@ -74,16 +76,22 @@ class QualityMetrics(L.Callback):
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: forking a process that runs torch threads can deadlock
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
         return self._pool
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._active = not trainer.sanity_checking and self._validations % self.every_n_validations == 0
+        self._active = (
+            not trainer.sanity_checking and self._validations % self.every_n_validations == 0
+        )
         if not trainer.sanity_checking:
             self._validations += 1
         self._futures, self._clips, self._labels = [], 0, []
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx: int = 0
+    ) -> None:
         if not self._active or not isinstance(outputs, dict) or "reconstructions" not in outputs:
             return
         reference = outputs["reference"].detach().float().cpu()
@@ -98,14 +106,18 @@ class QualityMetrics(L.Callback):
             n = int(lengths[i])
             ref = reference[i, 0, :n].numpy()
             for label, audio in recon.items():
-                future = self._executor().submit(_score, ref, audio[i, 0, :n].numpy(), rate, self.metrics)
+                future = self._executor().submit(
+                    _score, ref, audio[i, 0, :n].numpy(), rate, self.metrics
+                )
                 self._futures.append((label, future))
             self._clips += 1
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self._active:
             return
-        labels = self._labels or [f"{pl_module.quantizer.kbps(n):g}kbps" for n in pl_module.eval_n_qs()]
+        labels = self._labels or [
+            f"{pl_module.quantizer.kbps(n):g}kbps" for n in pl_module.eval_n_qs()
+        ]
         started = time.perf_counter()
         sums = torch.zeros(len(labels), len(self.metrics), dtype=torch.float64)
         counts = torch.zeros_like(sums)

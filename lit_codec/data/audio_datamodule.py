@@ -83,7 +83,9 @@ class AudioShardDataModule(L.LightningDataModule):
         self.sample_rate = sample_rate
         self.hop_length = max(1, int(hop_length))
         self.segment = self._samples(segment_seconds)
-        self.eval_segment = None if eval_segment_seconds is None else self._samples(eval_segment_seconds)
+        self.eval_segment = (
+            None if eval_segment_seconds is None else self._samples(eval_segment_seconds)
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -98,7 +100,9 @@ class AudioShardDataModule(L.LightningDataModule):
     def _samples(self, seconds: float) -> int:
         n = int(round(seconds * self.sample_rate)) // self.hop_length * self.hop_length
         if n <= 0:
-            raise ValueError(f"{seconds} s at {self.sample_rate} Hz is shorter than one hop ({self.hop_length})")
+            raise ValueError(
+                f"{seconds} s at {self.sample_rate} Hz is shorter than one hop ({self.hop_length})"
+            )
         return n
 
     # ------------------------------------------------------------------ shards
@@ -112,7 +116,11 @@ class AudioShardDataModule(L.LightningDataModule):
             local_dir = Path(expanded[0]).parent
             count, rate, seconds = None, None, None
             index_path = local_dir / "index.json"
-            if "://" not in expanded[0] and not expanded[0].startswith("pipe:") and index_path.is_file():
+            if (
+                "://" not in expanded[0]
+                and not expanded[0].startswith("pipe:")
+                and index_path.is_file()
+            ):
                 index = load_index(local_dir)
                 rate = index.get("sample_rate")
                 names = {Path(u).name for u in expanded}
@@ -153,7 +161,10 @@ class AudioShardDataModule(L.LightningDataModule):
         if shards.num_samples is not None:
             crops = int(shards.seconds * self.sample_rate / self.segment) if shards.seconds else 0
             return max(shards.num_samples, crops)
-        log.info("counting the samples of %d shards (set data.samples_per_epoch to skip this)", len(shards.urls))
+        log.info(
+            "counting the samples of %d shards (set data.samples_per_epoch to skip this)",
+            len(shards.urls),
+        )
         return sum(1 for _ in iter_tar_samples(shards.urls, lambda e: True))
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -179,7 +190,9 @@ class AudioShardDataModule(L.LightningDataModule):
     def _eval_set(self, split: str) -> AudioClipDataset:
         if split not in self._eval_sets:
             shards = self.shard_set(split)
-            self._eval_sets[split] = AudioClipDataset(shards.urls, self.sample_rate, self.eval_segment, self.max_eval_clips)
+            self._eval_sets[split] = AudioClipDataset(
+                shards.urls, self.sample_rate, self.eval_segment, self.max_eval_clips
+            )
             self.corrupt_samples_skipped += self._eval_sets[split].skipped
         return self._eval_sets[split]
 
@@ -229,7 +242,11 @@ class AudioShardDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
-        if self._train_loader is not None and trainer is not None and getattr(trainer, "training", False):
+        if (
+            self._train_loader is not None
+            and trainer is not None
+            and getattr(trainer, "training", False)
+        ):
             self._train_loader.consumed += 1  # the position a resumed run skips to
         if isinstance(batch, AudioBatch) and batch.skipped:
             self.corrupt_samples_skipped += batch.skipped
@@ -244,4 +261,3 @@ class AudioShardDataModule(L.LightningDataModule):
             "batch_size": self.batch_size,
             "corrupt_samples_skipped": self.corrupt_samples_skipped,
         }
-

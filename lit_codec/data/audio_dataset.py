@@ -31,7 +31,13 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from lit_codec.data.shards import decode_audio_sample, iter_tar_samples
 
-__all__ = ["AudioBatch", "AudioClipDataset", "AudioShardStream", "FixedLengthLoader", "collate_clips"]
+__all__ = [
+    "AudioBatch",
+    "AudioClipDataset",
+    "AudioShardStream",
+    "FixedLengthLoader",
+    "collate_clips",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,9 @@ class AudioBatch:
         return (t[None, :] < self.lengths[:, None])[:, None, :]  # (B, 1, T)
 
     def pin_memory(self) -> AudioBatch:
-        return AudioBatch(self.audio.pin_memory(), self.lengths.pin_memory(), self.keys, self.skipped)
+        return AudioBatch(
+            self.audio.pin_memory(), self.lengths.pin_memory(), self.keys, self.skipped
+        )
 
 
 def crop_or_pad(audio: np.ndarray, length: int, offset: int) -> tuple[np.ndarray, int]:
@@ -129,7 +137,9 @@ class AudioShardStream(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         return self.rank * workers + worker, self.world_size * workers
 
-    def _samples(self, reader: int, readers: int, counter: _SkipCounter) -> Iterator[tuple[str, str, bytes]]:
+    def _samples(
+        self, reader: int, readers: int, counter: _SkipCounter
+    ) -> Iterator[tuple[str, str, bytes]]:
         """(key, url, encoded audio) of this reader's samples, pass after pass, forever."""
         for epoch in range(10**12):
             urls = list(self.urls)
@@ -144,7 +154,11 @@ class AudioShardStream(IterableDataset):
                     continue
                 data = next((sample[k] for k in AUDIO_MEMBERS if k in sample), None)
                 if data is None:
-                    counter(ValueError(f"sample {sample['__key__']} in {sample['__url__']} has no audio member"))
+                    counter(
+                        ValueError(
+                            f"sample {sample['__key__']} in {sample['__url__']} has no audio member"
+                        )
+                    )
                     continue
                 yielded = True
                 yield sample["__key__"], sample["__url__"], data
@@ -155,7 +169,9 @@ class AudioShardStream(IterableDataset):
         """Decode only a random ``segment`` of the clip (seeking in the FLAC), zero-padded."""
         with sf.SoundFile(io.BytesIO(data)) as f:
             if f.samplerate != self.sample_rate:
-                raise ValueError(f"sample {key} in {url} is {f.samplerate} Hz, not {self.sample_rate} Hz")
+                raise ValueError(
+                    f"sample {key} in {url} is {f.samplerate} Hz, not {self.sample_rate} Hz"
+                )
             if f.channels != 1:
                 raise ValueError(f"sample {key} in {url} has {f.channels} channels, not 1")
             offset = rng.randrange(f.frames - self.segment + 1) if f.frames > self.segment else 0
@@ -203,7 +219,13 @@ class AudioClipDataset(Dataset):
         max_clips: read at most this many clips.
     """
 
-    def __init__(self, urls: Sequence[str], sample_rate: int, segment: int | None, max_clips: int | None = None):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        sample_rate: int,
+        segment: int | None,
+        max_clips: int | None = None,
+    ):
         self.items: list[tuple[str, np.ndarray, int]] = []
         counter = _SkipCounter()
         for sample in iter_tar_samples(list(urls), counter):
@@ -215,7 +237,9 @@ class AudioClipDataset(Dataset):
                 counter(e)
                 continue
             if rate != sample_rate:
-                raise ValueError(f"{sample['__url__']} holds {rate} Hz audio but the model expects {sample_rate} Hz")
+                raise ValueError(
+                    f"{sample['__url__']} holds {rate} Hz audio but the model expects {sample_rate} Hz"
+                )
             if segment is None:
                 self.items.append((sample["__key__"], audio, len(audio)))
             else:
@@ -224,7 +248,9 @@ class AudioClipDataset(Dataset):
                 self.items.append((sample["__key__"], clip, real))
         self.skipped = counter.count
         if not self.items:
-            raise ValueError(f"no readable clips in {len(urls)} shards such as {urls[0] if urls else '(none)'}")
+            raise ValueError(
+                f"no readable clips in {len(urls)} shards such as {urls[0] if urls else '(none)'}"
+            )
 
     def __len__(self) -> int:
         return len(self.items)

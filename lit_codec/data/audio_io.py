@@ -122,7 +122,9 @@ def _classify(path: Path, head: bytes, message: str) -> AudioError:
     if "not recognised" in lowered or "unknown format" in lowered:
         suffix = path.suffix.lower()
         if suffix in FFMPEG_EXTENSIONS:
-            return AudioError(path, "unsupported format", f"{suffix} needs ffmpeg, which is not installed")
+            return AudioError(
+                path, "unsupported format", f"{suffix} needs ffmpeg, which is not installed"
+            )
         return AudioError(path, "not audio", "format not recognised")
     if "lost sync" in lowered or "malformed" in lowered or "fseek" in lowered:
         return AudioError(path, "truncated or corrupt", message.strip())
@@ -153,7 +155,9 @@ def _check_complete(path: Path, info, frames_read: int, head: bytes, size: int) 
         data_offset, data_bytes = declared
         if data_offset + data_bytes > size + 1:
             missing = data_offset + data_bytes - size
-            raise AudioError(path, "truncated", f"header declares {missing} more bytes than the file holds")
+            raise AudioError(
+                path, "truncated", f"header declares {missing} more bytes than the file holds"
+            )
     elif info.format == "FLAC" and 0 < frames_read < info.frames:  # STREAMINFO is exact
         raise AudioError(path, "truncated", f"decoded {frames_read} of {info.frames} frames")
     elif info.frames > 0 and frames_read < info.frames * 0.98 - 4096:  # MP3/Ogg: estimates

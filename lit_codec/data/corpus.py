@@ -72,14 +72,18 @@ def detect_layout(root: Path) -> str:
         return "manifest"
     if (root / "metadata.csv").is_file() and (root / "wavs").is_dir():
         return "ljspeech"
-    if (root / "txt").is_dir() and any((root / d).is_dir() for d in ("wav48", "wav48_silence_trimmed")):
+    if (root / "txt").is_dir() and any(
+        (root / d).is_dir() for d in ("wav48", "wav48_silence_trimmed")
+    ):
         return "vctk"
     if next(root.rglob("*.normalized.txt"), None) is not None:
         return "libritts"
     return "folder"
 
 
-def discover(roots: list[str | os.PathLike], layout: Layout = "auto", vctk_mic: str = "mic1") -> Discovery:
+def discover(
+    roots: list[str | os.PathLike], layout: Layout = "auto", vctk_mic: str = "mic1"
+) -> Discovery:
     """Find every input below ``roots`` (directories or manifests)."""
     inputs: list[AudioInput] = []
     skipped: list[dict[str, str]] = []
@@ -120,7 +124,9 @@ def _walk_audio(root: Path, skipped: list[dict[str, str]]) -> list[Path]:
         base = Path(dirpath)
         for d in sorted(dirnames):
             if d.lower().endswith(AUDIO_EXTENSIONS):
-                skipped.append(_skip(base / d, "not a file", "a directory named like an audio file"))
+                skipped.append(
+                    _skip(base / d, "not a file", "a directory named like an audio file")
+                )
         for name in filenames:
             if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("._"):
                 found.append(base / name)
@@ -166,8 +172,14 @@ def _manifest(manifest: Path, skipped) -> list[AudioInput]:
             delimiter = "\t" if suffix == ".tsv" or sample.count("\t") > sample.count(",") else ","
             rows = list(csv.DictReader(f, delimiter=delimiter))
     if rows and _pick({k: "x" for k in rows[0]}, PATH_COLUMNS) is None:
-        raise ValueError(f"manifest {manifest} has no path column (one of {', '.join(PATH_COLUMNS)})")
-    known = {c for group in (PATH_COLUMNS, TEXT_COLUMNS, SPEAKER_COLUMNS, LANGUAGE_COLUMNS) for c in group}
+        raise ValueError(
+            f"manifest {manifest} has no path column (one of {', '.join(PATH_COLUMNS)})"
+        )
+    known = {
+        c
+        for group in (PATH_COLUMNS, TEXT_COLUMNS, SPEAKER_COLUMNS, LANGUAGE_COLUMNS)
+        for c in group
+    }
     out = []
     for n, row in enumerate(rows, 2 if suffix not in (".jsonl", ".json") else 1):
         rel = _pick(row, PATH_COLUMNS)
@@ -175,7 +187,11 @@ def _manifest(manifest: Path, skipped) -> list[AudioInput]:
             skipped.append(_skip(f"{manifest}:{n}", "bad manifest line", "empty path"))
             continue
         path = _resolve(manifest, rel)
-        extra = {str(k): str(v) for k, v in row.items() if k is not None and str(k).lower() not in known and v not in (None, "")}
+        extra = {
+            str(k): str(v)
+            for k, v in row.items()
+            if k is not None and str(k).lower() not in known and v not in (None, "")
+        }
         out.append(
             AudioInput(
                 str(path),
@@ -209,7 +225,9 @@ def _libritts(root: Path, skipped) -> list[AudioInput]:
     out = []
     for p in _walk_audio(root, skipped):
         stem = p.name.split(".")[0]
-        text = _read_text(p.with_name(stem + ".normalized.txt")) or _read_text(p.with_name(stem + ".original.txt"))
+        text = _read_text(p.with_name(stem + ".normalized.txt")) or _read_text(
+            p.with_name(stem + ".original.txt")
+        )
         speaker = stem.split("_")[0] if "_" in stem else p.parent.parent.name
         out.append(AudioInput(str(p), _name(root, p), speaker=speaker, text=text, language="en"))
     return out
@@ -224,10 +242,18 @@ def _ljspeech(root: Path, skipped) -> list[AudioInput]:
                 texts[parts[0]] = parts[2] if len(parts) > 2 and parts[2] else parts[1]
     out = []
     for p in _walk_audio(root / "wavs", skipped):
-        out.append(AudioInput(str(p), _name(root, p), speaker="LJ", text=texts.get(p.stem), language="en"))
+        out.append(
+            AudioInput(str(p), _name(root, p), speaker="LJ", text=texts.get(p.stem), language="en")
+        )
     listed = {p.stem for p in (root / "wavs").iterdir()} if (root / "wavs").is_dir() else set()
     for missing in sorted(set(texts) - listed):
-        skipped.append(_skip(root / "wavs" / f"{missing}.wav", "unreadable path", "listed in metadata.csv but missing"))
+        skipped.append(
+            _skip(
+                root / "wavs" / f"{missing}.wav",
+                "unreadable path",
+                "listed in metadata.csv but missing",
+            )
+        )
     return out
 
 
@@ -241,8 +267,16 @@ def _vctk(root: Path, skipped, mic: str) -> list[AudioInput]:
             parts = re.split(r"\s+", line.strip(), maxsplit=len(header) - 1) if header else []
             if parts and parts[0]:
                 spk = parts[0] if parts[0].startswith(("p", "s")) else f"p{parts[0]}"
-                info[spk] = {h: v for h, v in zip(header[1:], parts[1:]) if h in ("age", "gender", "accents", "region")}
-    wav_dir = root / "wav48_silence_trimmed" if (root / "wav48_silence_trimmed").is_dir() else root / "wav48"
+                info[spk] = {
+                    h: v
+                    for h, v in zip(header[1:], parts[1:])
+                    if h in ("age", "gender", "accents", "region")
+                }
+    wav_dir = (
+        root / "wav48_silence_trimmed"
+        if (root / "wav48_silence_trimmed").is_dir()
+        else root / "wav48"
+    )
     out = []
     for p in _walk_audio(wav_dir, skipped):
         stem = p.name.split(".")[0]
@@ -252,5 +286,14 @@ def _vctk(root: Path, skipped, mic: str) -> list[AudioInput]:
             continue
         speaker = p.parent.name
         text = _read_text(root / "txt" / speaker / f"{utt}.txt")
-        out.append(AudioInput(str(p), _name(root, p), speaker=speaker, text=text, language="en", extra=info.get(speaker, {})))
+        out.append(
+            AudioInput(
+                str(p),
+                _name(root, p),
+                speaker=speaker,
+                text=text,
+                language="en",
+                extra=info.get(speaker, {}),
+            )
+        )
     return out

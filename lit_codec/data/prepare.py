@@ -79,7 +79,11 @@ class PrepareSettings:
             raise ValueError(f"split_by must be auto, speaker or file, not {self.split_by!r}")
         if self.all_to is not None and self.all_to not in SPLITS:
             raise ValueError(f"all_to must be one of {SPLITS}")
-        if self.valid_fraction < 0 or self.test_fraction < 0 or self.valid_fraction + self.test_fraction >= 1:
+        if (
+            self.valid_fraction < 0
+            or self.test_fraction < 0
+            or self.valid_fraction + self.test_fraction >= 1
+        ):
             raise ValueError("valid and test fractions must be >= 0 and sum to less than 1")
 
 
@@ -97,7 +101,9 @@ class PrepareResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        hours = ", ".join(f"{s} {self.splits[s]['hours']:.3f} h" for s in SPLITS if s in self.splits)
+        hours = ", ".join(
+            f"{s} {self.splits[s]['hours']:.3f} h" for s in SPLITS if s in self.splits
+        )
         return (
             f"{self.files_used} of {self.files_found} files went in, {self.files_skipped} skipped "
             f"({self.segments_dropped} segments dropped); hours per split: {hours or 'none'}; "
@@ -125,7 +131,9 @@ class _FileResult:
     events: list[_Event]
 
 
-def plan_segments(audio: np.ndarray, sample_rate: int, max_seconds: float, min_seconds: float) -> list[tuple[int, int]]:
+def plan_segments(
+    audio: np.ndarray, sample_rate: int, max_seconds: float, min_seconds: float
+) -> list[tuple[int, int]]:
     """Cut points for a mono signal: pieces of at most ``max_seconds``, cut where it is quietest.
 
     Each cut lies in the second half of the allowed window, at the frame of least
@@ -178,7 +186,9 @@ def _key(name: str, segment: int) -> str:
     return f"{slug}_{digest}_{segment:04d}"
 
 
-def _entry(item: AudioInput, reason: str, detail: str = "", stage: str = "read", **more) -> dict[str, Any]:
+def _entry(
+    item: AudioInput, reason: str, detail: str = "", stage: str = "read", **more
+) -> dict[str, Any]:
     return {"path": item.path, "reason": reason, "detail": detail, "stage": stage, **more}
 
 
@@ -189,21 +199,36 @@ def _process(job: tuple[int, AudioInput, PrepareSettings, str, int]) -> _FileRes
     except AudioError as e:
         return _FileResult(index, [_Event(-1, report=_entry(item, e.reason, e.detail))])
     except Exception as e:  # a decoder bug must not stop the run either
-        return _FileResult(index, [_Event(-1, report=_entry(item, "undecodable", f"{type(e).__name__}: {e}"))])
+        return _FileResult(
+            index, [_Event(-1, report=_entry(item, "undecodable", f"{type(e).__name__}: {e}"))]
+        )
 
 
-def _process_file(item: AudioInput, s: PrepareSettings, split: str, first_segment: int) -> list[_Event]:
+def _process_file(
+    item: AudioInput, s: PrepareSettings, split: str, first_segment: int
+) -> list[_Event]:
     decoded = read_audio(item.path, use_ffmpeg=s.use_ffmpeg)
     if not np.isfinite(decoded.samples).all():
         bad = int((~np.isfinite(decoded.samples)).sum())
-        return [_Event(-1, report=_entry(item, "NaN or infinite samples", f"{bad} non-finite values"))]
+        return [
+            _Event(-1, report=_entry(item, "NaN or infinite samples", f"{bad} non-finite values"))
+        ]
     audio = resample(to_mono(decoded.samples), decoded.sample_rate, s.sample_rate)
     seconds = len(audio) / s.sample_rate
     if seconds < s.min_seconds:
-        return [_Event(-1, report=_entry(item, "too short", f"{seconds:.3f} s < {s.min_seconds} s"))]
+        return [
+            _Event(-1, report=_entry(item, "too short", f"{seconds:.3f} s < {s.min_seconds} s"))
+        ]
     loudest = _loudest_frame_dbfs(audio, s.sample_rate)
     if loudest < s.silence_dbfs:
-        return [_Event(-1, report=_entry(item, "silent", f"loudest frame {loudest:.1f} dBFS < {s.silence_dbfs} dBFS"))]
+        return [
+            _Event(
+                -1,
+                report=_entry(
+                    item, "silent", f"loudest frame {loudest:.1f} dBFS < {s.silence_dbfs} dBFS"
+                ),
+            )
+        ]
     gain_db = 0.0
     if s.loudness_lufs is not None:
         audio, gain_db = normalize_loudness(audio, s.sample_rate, s.loudness_lufs)
@@ -219,11 +244,33 @@ def _process_file(item: AudioInput, s: PrepareSettings, split: str, first_segmen
         piece = audio[a:b]
         where = {"segment": j, "offset": round(a / s.sample_rate, 4)}
         if (b - a) < s.min_seconds * s.sample_rate:
-            events.append(_Event(j, report=_entry(item, "too short", f"segment of {(b - a) / s.sample_rate:.3f} s", "segment", **where)))
+            events.append(
+                _Event(
+                    j,
+                    report=_entry(
+                        item,
+                        "too short",
+                        f"segment of {(b - a) / s.sample_rate:.3f} s",
+                        "segment",
+                        **where,
+                    ),
+                )
+            )
             continue
         level = _loudest_frame_dbfs(piece, s.sample_rate)
         if level < s.silence_dbfs:
-            events.append(_Event(j, report=_entry(item, "silent", f"segment's loudest frame {level:.1f} dBFS", "segment", **where)))
+            events.append(
+                _Event(
+                    j,
+                    report=_entry(
+                        item,
+                        "silent",
+                        f"segment's loudest frame {level:.1f} dBFS",
+                        "segment",
+                        **where,
+                    ),
+                )
+            )
             continue
         key = _key(item.name, j)
         meta: dict[str, Any] = {
@@ -252,7 +299,9 @@ def _process_file(item: AudioInput, s: PrepareSettings, split: str, first_segmen
             meta["text" if len(pieces) == 1 else "source_text"] = item.text
         if item.extra:
             meta["extra"] = item.extra
-        events.append(_Event(j, key=key, flac=encode_flac(piece, s.sample_rate, s.bit_depth), meta=meta))
+        events.append(
+            _Event(j, key=key, flac=encode_flac(piece, s.sample_rate, s.bit_depth), meta=meta)
+        )
     return events
 
 
@@ -285,13 +334,23 @@ def assign_splits(inputs: list[AudioInput], s: PrepareSettings) -> tuple[list[st
     speakers = {i.speaker for i in inputs if i.speaker}
     by = s.split_by
     if by == "auto":
-        by = "speaker" if inputs and all(i.speaker for i in inputs) and len(speakers) >= 10 else "file"
+        by = (
+            "speaker"
+            if inputs and all(i.speaker for i in inputs) and len(speakers) >= 10
+            else "file"
+        )
     units = sorted({(i.speaker or i.name) if by == "speaker" else i.name for i in inputs})
     hashes = {u: _unit_hash(s.salt, u) for u in units}
     unit_split = {}
     for u in units:
         h = hashes[u]
-        unit_split[u] = "test" if h < s.test_fraction else "valid" if h < s.test_fraction + s.valid_fraction else "train"
+        unit_split[u] = (
+            "test"
+            if h < s.test_fraction
+            else "valid"
+            if h < s.test_fraction + s.valid_fraction
+            else "train"
+        )
     # small corpora: make sure each requested split gets at least one unit
     for split, fraction in (("valid", s.valid_fraction), ("test", s.test_fraction)):
         if fraction > 0 and len(units) >= 3 and split not in unit_split.values():
@@ -326,7 +385,9 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 class _SplitWriter:
     """Writes one split's shards in order, each with its ledger."""
 
-    def __init__(self, out: Path, split: str, s: PrepareSettings, first_shard: int, ledgers: list[dict]):
+    def __init__(
+        self, out: Path, split: str, s: PrepareSettings, first_shard: int, ledgers: list[dict]
+    ):
         self.out, self.split, self.s = out, split, s
         self.shard = first_shard
         self.ledgers = ledgers  # finished shards, from an earlier run or this one
@@ -348,7 +409,9 @@ class _SplitWriter:
         ):
             self.close()
         if self.tar is None:
-            self.tar = tarfile.open(self.out / (self.name + ".tmp"), "w", format=tarfile.USTAR_FORMAT)
+            self.tar = tarfile.open(
+                self.out / (self.name + ".tmp"), "w", format=tarfile.USTAR_FORMAT
+            )
         _tar_member(self.tar, f"{key}.flac", flac)
         _tar_member(self.tar, f"{key}.json", payload)
         self.count += 1
@@ -401,7 +464,11 @@ def _resume_state(out: Path, fingerprint: str, overwrite: bool) -> dict[str, lis
     progress = out / ".progress"
     stamp = progress / "fingerprint.json"
     if overwrite and out.exists():
-        for p in list(out.glob("*-*.tar")) + list(out.glob("*.tar.tmp")) + [out / "index.json", out / "report.json"]:
+        for p in (
+            list(out.glob("*-*.tar"))
+            + list(out.glob("*.tar.tmp"))
+            + [out / "index.json", out / "report.json"]
+        ):
             if p.exists():
                 p.unlink()
         shutil.rmtree(progress, ignore_errors=True)
@@ -414,7 +481,9 @@ def _resume_state(out: Path, fingerprint: str, overwrite: bool) -> dict[str, lis
                 "use --overwrite to replace them or choose another --output"
             )
     elif any(out.glob("*-*.tar")):
-        raise RuntimeError(f"{out} already holds shards not made by this tool's resumable run; use --overwrite")
+        raise RuntimeError(
+            f"{out} already holds shards not made by this tool's resumable run; use --overwrite"
+        )
     progress.mkdir(exist_ok=True)
     _atomic_write_json(stamp, {"fingerprint": fingerprint})
     for tmp in out.glob("*.tmp"):
@@ -454,7 +523,9 @@ def prepare_shards(
     items = found.inputs
     splits, split_by = assign_splits(items, settings)
     finished = _resume_state(out, _fingerprint(items, settings), overwrite)
-    writers = {sp: _SplitWriter(out, sp, settings, len(finished[sp]), finished[sp]) for sp in SPLITS}
+    writers = {
+        sp: _SplitWriter(out, sp, settings, len(finished[sp]), finished[sp]) for sp in SPLITS
+    }
     cursor = {sp: tuple(finished[sp][-1]["next"]) if finished[sp] else (0, 0) for sp in SPLITS}
     jobs = []
     for i, (item, sp) in enumerate(zip(items, splits)):
@@ -484,7 +555,14 @@ def prepare_shards(
 def _progress_bar(total: int, done: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="file", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="file",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def _run(jobs: list, workers: int | None):
@@ -520,7 +598,14 @@ def _run_isolated(job) -> _FileResult:
         try:
             return pool.submit(_process, job).result()
         except BrokenProcessPool:
-            return _FileResult(job[0], [_Event(-1, report=_entry(job[1], "undecodable", "the decoder crashed on this file"))])
+            return _FileResult(
+                job[0],
+                [
+                    _Event(
+                        -1, report=_entry(job[1], "undecodable", "the decoder crashed on this file")
+                    )
+                ],
+            )
 
 
 def _finish(out, found, items, settings, split_by, writers, tail_report) -> PrepareResult:

@@ -45,7 +45,11 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
     for u in urls:
         for part in str(u).split("::"):
             for url in braceexpand.braceexpand(part):
-                if any(c in url for c in "*?[") and "://" not in url and not url.startswith("pipe:"):
+                if (
+                    any(c in url for c in "*?[")
+                    and "://" not in url
+                    and not url.startswith("pipe:")
+                ):
                     out.extend(sorted(glob.glob(url)))
                 else:
                     out.append(url)
@@ -60,7 +64,9 @@ def load_index(root: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"data root {root} does not exist or is not a directory")
     if not path.is_file():
         tars = sorted(p.name for p in root.glob("*.tar"))
-        hint = f" (it holds {len(tars)} .tar files: pass them as shard URLs instead)" if tars else ""
+        hint = (
+            f" (it holds {len(tars)} .tar files: pass them as shard URLs instead)" if tars else ""
+        )
         raise FileNotFoundError(
             f"{root} has no index.json: prepare it with data_prep/make_audio_shards.py --output {root}{hint}"
         )
@@ -73,13 +79,21 @@ def split_from_root(root: str | os.PathLike, split: str) -> ShardSet:
     index = load_index(root)
     info = index.get("splits", {}).get(split)
     if not info or not info.get("shards"):
-        have = ", ".join(f"{k} ({len(v.get('shards', []))} shards)" for k, v in index.get("splits", {}).items())
-        raise ValueError(f"{root} has no {split!r} shards (index.json lists: {have or 'no shards at all'})")
+        have = ", ".join(
+            f"{k} ({len(v.get('shards', []))} shards)" for k, v in index.get("splits", {}).items()
+        )
+        raise ValueError(
+            f"{root} has no {split!r} shards (index.json lists: {have or 'no shards at all'})"
+        )
     urls = [str(Path(root) / name) for name in info["shards"]]
     missing = [u for u in urls if not os.path.exists(u)]
     if missing:
-        raise FileNotFoundError(f"{root}: index.json lists shards that do not exist: {', '.join(missing[:3])}")
-    return ShardSet(urls, str(root), int(info["num_samples"]), index.get("sample_rate"), info.get("seconds"))
+        raise FileNotFoundError(
+            f"{root}: index.json lists shards that do not exist: {', '.join(missing[:3])}"
+        )
+    return ShardSet(
+        urls, str(root), int(info["num_samples"]), index.get("sample_rate"), info.get("seconds")
+    )
 
 
 def iter_tar_samples(urls: Sequence[str], handler: Callable[[Exception], bool]) -> Iterator[dict]:
@@ -98,7 +112,9 @@ def decode_audio_sample(sample: dict) -> tuple[np.ndarray, int, dict]:
     """The audio ``(T,)`` float32, its rate and its metadata, from one shard sample."""
     audio_key = next((k for k in ("flac", "wav", "ogg", "mp3") if k in sample), None)
     if audio_key is None:
-        raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no audio member")
+        raise ValueError(
+            f"sample {sample.get('__key__')} in {sample.get('__url__')} has no audio member"
+        )
     audio, rate = sf.read(io.BytesIO(sample[audio_key]), dtype="float32", always_2d=True)
     meta = json.loads(sample["json"]) if "json" in sample else {}
     if audio.shape[1] != 1:
@@ -106,5 +122,7 @@ def decode_audio_sample(sample: dict) -> tuple[np.ndarray, int, dict]:
             f"sample {sample.get('__key__')} in {sample.get('__url__')} has {audio.shape[1]} channels, not 1"
         )
     if not np.isfinite(audio).all():
-        raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} holds NaN or inf")
+        raise ValueError(
+            f"sample {sample.get('__key__')} in {sample.get('__url__')} holds NaN or inf"
+        )
     return audio[:, 0], int(rate), meta

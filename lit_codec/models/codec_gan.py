@@ -44,7 +44,14 @@ from lit_codec.nn.losses import AdversarialLoss, feature_matching_loss
 
 __all__ = ["CodecGAN", "CodecOutput", "NonFiniteLossError"]
 
-DEFAULT_LOSS_WEIGHTS = {"rec/mel": 15.0, "rec/l1": 0.0, "rec/stft": 0.0, "adv/gen": 1.0, "adv/feat": 2.0, "vq/commit": 1.0}
+DEFAULT_LOSS_WEIGHTS = {
+    "rec/mel": 15.0,
+    "rec/l1": 0.0,
+    "rec/stft": 0.0,
+    "adv/gen": 1.0,
+    "adv/feat": 2.0,
+    "vq/commit": 1.0,
+}
 
 
 class _CodecPath(nn.Module):
@@ -55,7 +62,9 @@ class _CodecPath(nn.Module):
         self.generator = generator
         self.quantizer = quantizer
 
-    def forward(self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None):
+    def forward(
+        self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None
+    ):
         latent = self.generator.encode(wav, condition)  # (B, D, F)
         q = self.quantizer(latent, n_q=n_q)
         audio = self.generator.decode(q.quantized, condition)[..., : wav.shape[-1]]  # (B, 1, T)
@@ -164,7 +173,9 @@ class CodecGAN(L.LightningModule):
         if loss_weights:
             unknown = set(loss_weights) - set(DEFAULT_LOSS_WEIGHTS)
             if unknown:
-                raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+                raise ValueError(
+                    f"unknown loss_weights keys {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}"
+                )
             weights.update(loss_weights)
         if weights["rec/stft"] > 0 and stft_loss is None:
             raise ValueError("loss_weights['rec/stft'] > 0 needs model.stft_loss")
@@ -183,7 +194,9 @@ class CodecGAN(L.LightningModule):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.__dict__["_ddp"] = {}  # DDP wrappers, outside the module tree (see wrap_for_ddp)
         self.generator_step = 0
-        self.codebook_statistics = CodebookStatistics(quantizer.n_q, quantizer.codebook_size, sample_rate / generator.hop_length)
+        self.codebook_statistics = CodebookStatistics(
+            quantizer.n_q, quantizer.codebook_size, sample_rate / generator.hop_length
+        )
         self.nonfinite_steps = 0
         self.consecutive_nonfinite = 0
 
@@ -196,7 +209,9 @@ class CodecGAN(L.LightningModule):
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
-    def forward(self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None) -> CodecOutput:
+    def forward(
+        self, wav: torch.Tensor, n_q: int | None = None, condition: torch.Tensor | None = None
+    ) -> CodecOutput:
         """Encode, quantize and decode (B, 1, T) audio; ``n_q=None`` lets training draw it."""
         path = self._ddp.get("codec") if self.training else None
         if path is None:
@@ -228,7 +243,9 @@ class CodecGAN(L.LightningModule):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         if any(p.requires_grad for p in self.quantizer.parameters()):
-            raise ValueError("FSDP: factorised quantizer codes (quantizer parameters) are not supported; use EMA codebooks")
+            raise ValueError(
+                "FSDP: factorised quantizer codes (quantizer parameters) are not supported; use EMA codebooks"
+            )
         # Lightning's mesh is (data_parallel = nodes, tensor_parallel = processes per node) with
         # both sizes "auto": a 2-D mesh makes fully_shard replicate across nodes and shard
         # within a node (HSDP); the codec uses no tensor parallelism
@@ -295,7 +312,9 @@ class CodecGAN(L.LightningModule):
             flag = self.trainer.strategy.reduce(flag, reduce_op="sum") / self.trainer.world_size
         return bool(flag.item() == 1.0)
 
-    def _step(self, optimizer, loss: torch.Tensor, clip: float | None, params: list[torch.Tensor]) -> tuple[bool, torch.Tensor]:
+    def _step(
+        self, optimizer, loss: torch.Tensor, clip: float | None, params: list[torch.Tensor]
+    ) -> tuple[bool, torch.Tensor]:
         """Backward, check, clip, step. Returns (stepped, gradient norm before clipping)."""
         optimizer.zero_grad(set_to_none=True)
         if not self._all_ranks_finite(loss):
@@ -322,7 +341,9 @@ class CodecGAN(L.LightningModule):
         batch = self.noise(clean)
         return batch.inputs, batch.targets, batch.condition
 
-    def reconstruction_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def reconstruction_losses(
+        self, fake: torch.Tensor, real: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The weighted reconstruction losses, keyed by their logged names."""
         losses = {}
         w = self.loss_weights
@@ -350,7 +371,9 @@ class CodecGAN(L.LightningModule):
             real = discriminator(target)
             fake = discriminator(out.audio.detach())
             loss_d = self.adversarial_loss.discriminator(real.logits, fake.logits)
-            stepped, norm_d = self._step(opt_d, loss_d, self.grad_clip_d, list(self.discriminator.parameters()))
+            stepped, norm_d = self._step(
+                opt_d, loss_d, self.grad_clip_d, list(self.discriminator.parameters())
+            )
             skipped |= not stepped
             self.untoggle_optimizer(opt_d)
             logs.update({"adv/disc": loss_d.detach(), "train/grad_norm_d": norm_d})
@@ -362,7 +385,9 @@ class CodecGAN(L.LightningModule):
             with torch.no_grad():
                 real = self.discriminator(target)
             losses["adv/gen"] = self.adversarial_loss.generator(fake.logits)
-            losses["adv/feat"] = feature_matching_loss(real.features, fake.features, relative=self.relative_feature_matching)
+            losses["adv/feat"] = feature_matching_loss(
+                real.features, fake.features, relative=self.relative_feature_matching
+            )
         commit = out.quantized.losses["vq/commit"]
         w = self.loss_weights
         if self.balancer is not None:
@@ -396,7 +421,14 @@ class CodecGAN(L.LightningModule):
                 logs["train/corrupt_samples_skipped"] = float(skipped_samples)
         self.log_dict({k: (v.float() if torch.is_tensor(v) else v) for k, v in logs.items()}, prog_bar=False,
                       on_step=True, on_epoch=False, batch_size=clean.shape[0])  # fmt: skip
-        self.log("loss", logs["train/loss_g"], prog_bar=True, on_step=True, logger=False, batch_size=clean.shape[0])
+        self.log(
+            "loss",
+            logs["train/loss_g"],
+            prog_bar=True,
+            on_step=True,
+            logger=False,
+            batch_size=clean.shape[0],
+        )
 
     def _count(self, skipped: bool) -> None:
         if not skipped:
@@ -414,14 +446,20 @@ class CodecGAN(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def _evaluate(self, batch, stage: str) -> dict[str, Any]:
         clean = batch.audio if hasattr(batch, "audio") else batch  # (B, 1, T)
-        lengths = batch.lengths if hasattr(batch, "lengths") else torch.full((clean.shape[0],), clean.shape[-1], device=clean.device)
+        lengths = (
+            batch.lengths
+            if hasattr(batch, "lengths")
+            else torch.full((clean.shape[0],), clean.shape[-1], device=clean.device)
+        )
         mask = batch.mask.to(clean.dtype) if hasattr(batch, "mask") else torch.ones_like(clean)
         latent = self.generator.encode(clean)  # (B, D, F)
         full = self.quantizer.n_q
         reconstructions = {}
         for n_q in self.eval_n_qs():
             codes = self.quantizer.encode(latent, n_q=n_q)  # (B, n_q, F)
-            audio = self.generator.decode(self.quantizer.decode(codes))[..., : clean.shape[-1]] * mask
+            audio = (
+                self.generator.decode(self.quantizer.decode(codes))[..., : clean.shape[-1]] * mask
+            )
             label = kbps_label(self.quantizer.kbps(n_q))
             reconstructions[label] = audio
             metrics = {
@@ -431,7 +469,9 @@ class CodecGAN(L.LightningModule):
             }
             if n_q == full:  # the metric checkpoints and early stopping watch
                 metrics[f"{stage}/loss"] = metrics[f"{stage}/mel@{label}"]
-                frames = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
+                frames = torch.div(
+                    lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor"
+                )
                 self.codebook_statistics.update(codes, frames)
             self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clean.shape[0])
         return {"reference": clean, "lengths": lengths, "reconstructions": reconstructions}
@@ -512,8 +552,12 @@ def _rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},  # fmt: skip
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },  # fmt: skip
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -528,14 +572,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
     torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+def si_sdr(
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
     """Scale-invariant SDR in dB per item of (B, 1, T) signals."""
     if mask is not None:
         estimate, reference = estimate * mask, reference * mask
@@ -545,4 +596,3 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor |
     target = scale * ref
     noise = est - target
     return (10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))).float()
-

@@ -35,7 +35,9 @@ class NoisyBatch:
     noisy: torch.Tensor  # (B,) bool: noise was added to the input
 
 
-def colored_noise(shape: tuple[int, ...], exponent: float, generator=None, device=None) -> torch.Tensor:
+def colored_noise(
+    shape: tuple[int, ...], exponent: float, generator=None, device=None
+) -> torch.Tensor:
     """Gaussian noise whose power falls as ``1 / f**exponent`` (0 white, 1 pink, 2 brown), unit RMS."""
     white = torch.randn(shape, generator=generator, device=device)
     if exponent == 0:

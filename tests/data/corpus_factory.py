@@ -9,7 +9,9 @@ import numpy as np
 import soundfile as sf
 
 
-def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0, level: float = 0.3) -> np.ndarray:
+def tone(
+    seconds: float, rate: int, channels: int = 1, seed: int = 0, level: float = 0.3
+) -> np.ndarray:
     """Speech-like test signal: harmonic bursts with pauses, (T, C) float32."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate

@@ -27,8 +27,17 @@ def uneven_shards(tmp_path_factory):
 
 
 def _module(root, rank=0, world=1, **kw):
-    dm = AudioShardDataModule(root=str(root), sample_rate=16000, segment_seconds=0.5, batch_size=3, num_workers=kw.pop("num_workers", 0), **kw)
-    dm.trainer = SimpleNamespace(global_rank=rank, world_size=world)  # what DDP would give each rank
+    dm = AudioShardDataModule(
+        root=str(root),
+        sample_rate=16000,
+        segment_seconds=0.5,
+        batch_size=3,
+        num_workers=kw.pop("num_workers", 0),
+        **kw,
+    )
+    dm.trainer = SimpleNamespace(
+        global_rank=rank, world_size=world
+    )  # what DDP would give each rank
     dm.setup("fit")
     return dm
 
@@ -41,7 +50,9 @@ def test_two_ranks_get_equal_batch_counts_and_disjoint_shards(uneven_shards, num
     assert len(index["splits"]["train"]["shards"]) >= 3
     per_rank = []
     for rank in range(2):
-        loader = _module(uneven_shards, rank, 2, num_workers=num_workers, shuffle_buffer=0).train_dataloader()
+        loader = _module(
+            uneven_shards, rank, 2, num_workers=num_workers, shuffle_buffer=0
+        ).train_dataloader()
         epochs = [list(loader) for _ in range(2)]
         assert [len(e) for e in epochs] == [len(loader)] * 2
         per_rank.append(epochs)
@@ -49,7 +60,9 @@ def test_two_ranks_get_equal_batch_counts_and_disjoint_shards(uneven_shards, num
     crops = max(train["num_samples"], int(train["seconds"] / 0.5))  # an epoch covers the audio once
     assert len(per_rank[0][0]) == len(per_rank[1][0]) == crops // 6
     first_keys = [set(per_rank[r][0][0].keys) for r in range(2)]
-    assert len(first_keys[0]) == 3 and not first_keys[0] & first_keys[1]  # ranks read different shards
+    assert (
+        len(first_keys[0]) == 3 and not first_keys[0] & first_keys[1]
+    )  # ranks read different shards
 
 
 def test_batches_have_the_right_shape_dtype_and_lengths(uneven_shards):

@@ -27,11 +27,18 @@ def make_libritts(root):
 
 def make_vctk(root):
     root.mkdir(parents=True, exist_ok=True)
-    (root / "speaker-info.txt").write_text("ID  AGE  GENDER  ACCENTS  REGION\np225  23  F    English    Southern  England\np226  22  M  English  Surrey\n")
+    (root / "speaker-info.txt").write_text(
+        "ID  AGE  GENDER  ACCENTS  REGION\np225  23  F    English    Southern  England\np226  22  M  English  Surrey\n"
+    )
     for spk in ("p225", "p226"):
         for n in (1, 2):
             for mic in ("mic1", "mic2"):
-                _wav(root / "wav48_silence_trimmed" / spk / f"{spk}_00{n}_{mic}.flac", rate=48000, fmt="FLAC", seed=n)
+                _wav(
+                    root / "wav48_silence_trimmed" / spk / f"{spk}_00{n}_{mic}.flac",
+                    rate=48000,
+                    fmt="FLAC",
+                    seed=n,
+                )
             (root / "txt" / spk).mkdir(parents=True, exist_ok=True)
             (root / "txt" / spk / f"{spk}_00{n}.txt").write_text(f"Please call Stella {spk} {n}.\n")
     return 4
@@ -59,7 +66,14 @@ def test_layouts_are_detected(tmp_path):
 
 def _prepared(tmp_path, root, layout, **settings):
     out = tmp_path / f"out_{layout}"
-    result = prepare_shards([root], out, PrepareSettings(all_to="train", **settings), layout=layout, progress=False, workers=1)
+    result = prepare_shards(
+        [root],
+        out,
+        PrepareSettings(all_to="train", **settings),
+        layout=layout,
+        progress=False,
+        workers=1,
+    )
     return result, [meta for meta, _, _ in read_shards(out).values()]
 
 
@@ -95,9 +109,20 @@ def test_manifests_csv_tsv_jsonl(tmp_path):
     for i in range(3):
         _wav(audio / f"{i}.wav", seed=i)
     rows = [(f"audio/{i}.wav", f"text {i}", f"s{i}", "fr") for i in range(3)]
-    (tmp_path / "m.csv").write_text("path,text,speaker,language,license\n" + "".join(f"{p},{t},{s},{lang},CC0\n" for p, t, s, lang in rows))
-    (tmp_path / "m.tsv").write_text("audio_filepath\ttranscript\tspeaker_id\n" + "".join(f"{p}\t{t}\t{s}\n" for p, t, s, _ in rows))
-    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"audio": p, "text": t, "speaker": s, "lang": lang}) + "\n" for p, t, s, lang in rows))
+    (tmp_path / "m.csv").write_text(
+        "path,text,speaker,language,license\n"
+        + "".join(f"{p},{t},{s},{lang},CC0\n" for p, t, s, lang in rows)
+    )
+    (tmp_path / "m.tsv").write_text(
+        "audio_filepath\ttranscript\tspeaker_id\n"
+        + "".join(f"{p}\t{t}\t{s}\n" for p, t, s, _ in rows)
+    )
+    (tmp_path / "m.jsonl").write_text(
+        "".join(
+            json.dumps({"audio": p, "text": t, "speaker": s, "lang": lang}) + "\n"
+            for p, t, s, lang in rows
+        )
+    )
     for name in ("m.csv", "m.tsv", "m.jsonl"):
         found = discover([tmp_path / name])
         assert found.layouts == ["manifest"] and not found.skipped
@@ -122,9 +147,18 @@ def test_split_by_speaker_keeps_each_speaker_in_one_split(tmp_path):
     for spk in range(20):
         for n in range(2):
             _wav(tmp_path / "c" / f"{spk}_{n}.wav", rate=16000, seed=n)
-    (tmp_path / "m.csv").write_text("path,speaker\n" + "".join(f"c/{spk}_{n}.wav,spk{spk}\n" for spk in range(20) for n in range(2)))
+    (tmp_path / "m.csv").write_text(
+        "path,speaker\n"
+        + "".join(f"c/{spk}_{n}.wav,spk{spk}\n" for spk in range(20) for n in range(2))
+    )
     out = tmp_path / "o"
-    result = prepare_shards([tmp_path / "m.csv"], out, PrepareSettings(valid_fraction=0.2, test_fraction=0.2), progress=False, workers=1)
+    result = prepare_shards(
+        [tmp_path / "m.csv"],
+        out,
+        PrepareSettings(valid_fraction=0.2, test_fraction=0.2),
+        progress=False,
+        workers=1,
+    )
     assert result.split_by == "speaker"
     splits_of = {}
     for meta, _, _ in read_shards(out).values():

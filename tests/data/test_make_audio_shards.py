@@ -75,7 +75,9 @@ def test_every_good_file_lands_and_every_bad_one_is_reported(messy_corpus, tmp_p
     assert set(by_source) == set(good)  # every good file, nothing else
     for source, pieces in by_source.items():
         total = sum(m["num_samples"] for m, _ in pieces) / 16000
-        assert total == pytest.approx(good[source], abs=0.01), source  # nothing lost in segmentation
+        assert total == pytest.approx(good[source], abs=0.01), (
+            source
+        )  # nothing lost in segmentation
         assert all(m["duration"] <= 10.0 for m, _ in pieces)
         offsets = sorted(m["offset_samples"] for m, _ in pieces)
         assert offsets[0] == 0
@@ -96,13 +98,23 @@ def test_every_good_file_lands_and_every_bad_one_is_reported(messy_corpus, tmp_p
     total_samples = sum(s["num_samples"] for s in index["splits"].values())
     assert total_samples == len(samples)
     for split, info in index["splits"].items():
-        assert all(name.startswith(split + "-") and (out / name).exists() for name in info["shards"])
+        assert all(
+            name.startswith(split + "-") and (out / name).exists() for name in info["shards"]
+        )
     assert not list(out.glob("*.tmp"))
 
 
 def test_strict_exits_non_zero_when_something_was_skipped(messy_corpus, tmp_path):
     root, _, _ = messy_corpus
-    proc = run_script("--input", root / "bad", "--input", root / "good" / "a", "--output", tmp_path / "o", "--strict")
+    proc = run_script(
+        "--input",
+        root / "bad",
+        "--input",
+        root / "good" / "a",
+        "--output",
+        tmp_path / "o",
+        "--strict",
+    )
     assert proc.returncode == 1
     assert "skipped" in proc.stdout.strip().splitlines()[-1]
     run_script("--input", root / "good" / "a", "--output", tmp_path / "o2", "--strict", check_rc=0)
@@ -127,9 +139,14 @@ def test_shards_open_with_plain_webdataset(messy_corpus, tmp_path):
         print(n)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout) == json.loads((out / "index.json").read_text())["splits"]["train"]["num_samples"]
+    assert (
+        int(proc.stdout)
+        == json.loads((out / "index.json").read_text())["splits"]["train"]["num_samples"]
+    )
 
 
 def _tar_contents(out: Path) -> dict[str, bytes]:
@@ -146,12 +163,30 @@ def test_interrupted_run_resumes_to_identical_shards(tmp_path):
         path = corpus / f"spk{i % 4}" / f"utt{i:03d}.flac"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, tone(1.0 + (i % 5) * 0.3, 24000, 1 + i % 2, seed=i), 24000, format="FLAC")
-    args = ["--input", corpus, "--shard-max-samples", "2", "--valid-fraction", "0.1", "--test-fraction", "0.1"]
+    args = [
+        "--input",
+        corpus,
+        "--shard-max-samples",
+        "2",
+        "--valid-fraction",
+        "0.1",
+        "--test-fraction",
+        "0.1",
+    ]
     reference = tmp_path / "reference"
     run_script(*args, "--output", reference, check_rc=0)
 
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, str(SCRIPT), "--no-progress", "--workers", "1", *map(str, args), "--output", str(resumed)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--no-progress",
+        "--workers",
+        "1",
+        *map(str, args),
+        "--output",
+        str(resumed),
+    ]
     kills = 0
     for wanted in (3, 8):  # kill twice, after some shards are finished
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,7 +207,9 @@ def test_interrupted_run_resumes_to_identical_shards(tmp_path):
     run_script(*args, "--output", resumed, check_rc=0)
     assert _tar_contents(resumed) == _tar_contents(reference)
     for name in ("index.json", "report.json"):
-        assert json.loads((resumed / name).read_text()) == json.loads((reference / name).read_text())
+        assert json.loads((resumed / name).read_text()) == json.loads(
+            (reference / name).read_text()
+        )
 
 
 def test_rerun_with_other_settings_is_refused_without_overwrite(tmp_path):
@@ -183,7 +220,9 @@ def test_rerun_with_other_settings_is_refused_without_overwrite(tmp_path):
     run_script("--input", corpus, "--output", out, check_rc=0)
     proc = run_script("--input", corpus, "--output", out, "--sample-rate", "24000")
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
-    run_script("--input", corpus, "--output", out, "--sample-rate", "24000", "--overwrite", check_rc=0)
+    run_script(
+        "--input", corpus, "--output", out, "--sample-rate", "24000", "--overwrite", check_rc=0
+    )
     assert json.loads((out / "index.json").read_text())["sample_rate"] == 24000
 
 
@@ -206,7 +245,7 @@ def test_loudness_normalisation_and_24_bit(tmp_path):
     out = prepare_shards([corpus], tmp_path / "o", PrepareSettings(loudness_lufs=-23.0, bit_depth=24, all_to="train"),
                          progress=False, workers=1)  # fmt: skip
     assert out.files_used == 1
-    (meta, audio, _), = read_shards(tmp_path / "o").values()
+    ((meta, audio, _),) = read_shards(tmp_path / "o").values()
     from lit_codec.data.loudness import integrated_loudness
 
     assert integrated_loudness(audio[:, 0], 16000) == pytest.approx(-23.0, abs=0.2)

@@ -29,11 +29,27 @@ class StepSpy(L.Callback):
         self.events = []
 
     def on_train_batch_start(self, trainer, m, batch, batch_idx):
-        self.events.append(("start", _params(m.generator), _params(m.discriminator), m.generator.encoder.layers[0].weight.requires_grad if hasattr(m.generator.encoder, "layers") else None))
+        self.events.append(
+            (
+                "start",
+                _params(m.generator),
+                _params(m.discriminator),
+                m.generator.encoder.layers[0].weight.requires_grad
+                if hasattr(m.generator.encoder, "layers")
+                else None,
+            )
+        )
 
     def on_before_optimizer_step(self, trainer, m, optimizer):
-        which = "d" if optimizer.param_groups[0]["params"][0] is next(m.discriminator.parameters()) else "g"
-        frozen_other = all(not p.requires_grad for p in (m.generator if which == "d" else m.discriminator).parameters())
+        which = (
+            "d"
+            if optimizer.param_groups[0]["params"][0] is next(m.discriminator.parameters())
+            else "g"
+        )
+        frozen_other = all(
+            not p.requires_grad
+            for p in (m.generator if which == "d" else m.discriminator).parameters()
+        )
         self.events.append((which, _params(m.generator), _params(m.discriminator), frozen_other))
 
     def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
@@ -101,7 +117,9 @@ def test_validation_logs_every_bitrate():
     t.fit(model, loader(), loader(4))
     labels = {f"{model.quantizer.kbps(n):g}kbps" for n in (1, 2, 3)}
     for label in labels:
-        assert f"val/mel@{label}" in t.callback_metrics and f"val/sisdr@{label}" in t.callback_metrics
+        assert (
+            f"val/mel@{label}" in t.callback_metrics and f"val/sisdr@{label}" in t.callback_metrics
+        )
     assert "val/loss" in t.callback_metrics
 
 
@@ -130,7 +148,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
 def test_denoising_film_conditions_on_the_flag():
     from lit_codec.nn import NoiseMixer
 
-    model = tiny_gan(film="encoder", noise=NoiseMixer(noisy_probability=1.0, denoise_probability=0.5))
+    model = tiny_gan(
+        film="encoder", noise=NoiseMixer(noisy_probability=1.0, denoise_probability=0.5)
+    )
     trainer(2).fit(model, loader())
     x = NoiseClips(1, length=800)[0][None]
     model.eval()
@@ -146,7 +166,13 @@ def test_bf16_mixed_keeps_quantization_in_float32():
 
     class Spy(L.Callback):
         def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
-            seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k in ("rec/mel", "adv/disc", "vq/commit")})
+            seen.append(
+                {
+                    k: float(v)
+                    for k, v in trainer.callback_metrics.items()
+                    if k in ("rec/mel", "adv/disc", "vq/commit")
+                }
+            )
 
     t = trainer(6, precision="bf16-mixed", callbacks=[Spy()])
     t.fit(model, loader())
@@ -157,5 +183,7 @@ def test_bf16_mixed_keeps_quantization_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         latent = model.generator.encode(NoiseClips(1)[0][None])
         out = model.quantizer(latent.to(torch.bfloat16), n_q=3)
-    assert latent.dtype == torch.bfloat16 and out.quantized.dtype == torch.bfloat16  # computed in fp32 inside
+    assert (
+        latent.dtype == torch.bfloat16 and out.quantized.dtype == torch.bfloat16
+    )  # computed in fp32 inside
     assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed: weights stay fp32

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_debug_recipe_uses_its_codebook_and_learns(tmp_path):
     speech = REPO / "data_prep" / "samples" / "speech"
     shards = tmp_path / "shards"
-    prepare_shards([speech], shards, PrepareSettings(valid_fraction=0.1, test_fraction=0.1), progress=False)
+    prepare_shards(
+        [speech], shards, PrepareSettings(valid_fraction=0.1, test_fraction=0.1), progress=False
+    )
     run = tmp_path / "run"
     main(["fit", "--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(shards),
           "--trainer.max_steps", "400", "--trainer.default_root_dir", str(run),
@@ -40,5 +42,7 @@ def test_debug_recipe_uses_its_codebook_and_learns(tmp_path):
         wav = load_audio(path, 16000)
         offline = codec.encode(wav)
         with codec.streaming() as stream:
-            parts = [stream.encode(wav[i : i + chunk]) for i in range(0, len(wav), chunk)] + [stream.flush()]
+            parts = [stream.encode(wav[i : i + chunk]) for i in range(0, len(wav), chunk)] + [
+                stream.flush()
+            ]
         assert torch.equal(torch.cat(parts, -1), offline), path.name

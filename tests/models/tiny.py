@@ -21,8 +21,17 @@ STRIDES = (2, 4)
 
 def tiny_gan(**kwargs) -> CodecGAN:
     hop = 8
-    generator = SEANetGenerator(channels_enc=4, channels_dec=4, dimension=16, strides=STRIDES, dilations=(1, 3), film=kwargs.pop("film", "none"))
-    quantizer = ResidualVectorQuantizer(dim=16, n_q=3, codebook_size=32, frame_rate=RATE / hop, threshold_ema_dead_code=0.0)
+    generator = SEANetGenerator(
+        channels_enc=4,
+        channels_dec=4,
+        dimension=16,
+        strides=STRIDES,
+        dilations=(1, 3),
+        film=kwargs.pop("film", "none"),
+    )
+    quantizer = ResidualVectorQuantizer(
+        dim=16, n_q=3, codebook_size=32, frame_rate=RATE / hop, threshold_ema_dead_code=0.0
+    )
     discriminator = CombinedDiscriminator(
         [
             MultiScaleWaveformDiscriminator(scales=2, channels=2, max_channels=16),
@@ -41,7 +50,10 @@ class NoiseClips(Dataset):
         g = torch.Generator().manual_seed(1)
         t = torch.arange(length) / RATE
         self.clips = [
-            (0.3 * torch.sin(2 * torch.pi * (200 + 50 * i) * t) + 0.05 * torch.randn(length, generator=g))[None]
+            (
+                0.3 * torch.sin(2 * torch.pi * (200 + 50 * i) * t)
+                + 0.05 * torch.randn(length, generator=g)
+            )[None]
             for i in range(n)
         ]
         if nan_at is not None:
