@@ -47,3 +47,22 @@ def test_offline_wandb_run_holds_metrics_audio_and_images(tmp_path, sample_shard
     cfg = config(run_file)
     assert cfg["model.generator.channels_enc"] == 8  # the full resolved config
     assert cfg["data.root"] == str(sample_shards) and cfg["trainer.logger.group"] == "codec/debug"
+
+
+@pytest.mark.slow
+def test_tensorboard_logger_by_config_alone(tmp_path, sample_shards):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    main(["fit", "--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(sample_shards),
+          "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
+          "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.save_dir", str(tmp_path),
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+          "--data.num_workers", "0", "--model.init_args.quantizer.init_args.warmup_steps", "1"])  # fmt: skip
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(
+        str(events.parent), size_guidance={"audio": 0, "images": 0, "scalars": 0}
+    ).Reload()
+    tags = acc.Tags()
+    assert "val/pesq@1.6kbps" in tags["scalars"] and "rec/mel" in tags["scalars"]
+    assert "audio/clip0/reference" in tags["audio"] and "audio/clip0/1.6kbps" in tags["audio"]
+    assert "spectrogram/clip0" in tags["images"]
