@@ -6,7 +6,7 @@ import pytest
 
 from lit_codec.cli import main
 
-from .wandb_records import config, history
+from .wandb_records import config, history, wait_until_complete
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,7 @@ def test_offline_wandb_run_holds_metrics_audio_and_images(tmp_path, sample_shard
           "--trainer.enable_progress_bar", "false", "--data.num_workers", "0", "--trainer.logger.init_args.name", "readback",
           "--model.init_args.quantizer.init_args.warmup_steps", "1"])  # fmt: skip
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    wait_until_complete(run_file)
     steps = history(run_file)
     keys = set().union(*steps)
     labels = ["0.4kbps", "0.8kbps", "1.6kbps"]

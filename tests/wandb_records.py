@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -47,6 +48,24 @@ def read_records(path: str | Path) -> list[wandb_internal_pb2.Record]:
         records.append(record)
         pending = b""
     return records
+
+
+def wait_until_complete(path: str | Path, timeout: float = 60.0) -> None:
+    """Wait until the run's exit record is on disk.
+
+    wandb's service process writes the file asynchronously: ``run.finish()`` can return
+    before the last records are flushed (seen with wandb 0.31 inside a long test session).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in read_records(path)):
+                return
+        except Exception:  # a chunk still being written
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout} s")
+        time.sleep(0.2)
 
 
 def history(path: str | Path) -> list[dict]:
