@@ -280,6 +280,39 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
             return self._unfold_matmul(x, frames, self._matrix(self.weight))
         return self._convolve(x, frames, left, right, self._weight_4d(self.weight))
 
+    def forward_residual(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``skip + self(x)``: a residual connection after a pointwise convolution.
+
+        At inference (no gradient) a pointwise convolution computes ``skip + bias`` in one
+        pass and accumulates the product into it (``addmm_``): one pass over memory fewer
+        than convolving (which broadcasts the bias) and adding the skip. Elsewhere (training,
+        streaming, other convolutions) it is ``self(x).add_(skip)``.
+
+        Args:
+            x: (B, C_in, T) input of the convolution.
+            skip: (B, C_out, T) what its output is added to (left untouched).
+
+        Returns:
+            (B, C_out, T), time-major in memory on the fast path.
+        """
+        if (
+            torch.is_grad_enabled()
+            or self._stream is not None
+            or self.kernel_size[0] != 1
+            or self.groups != 1
+            or x.dtype != skip.dtype
+        ):
+            return self(x).add_(skip)
+        batch, _, frames = x.shape
+        out = skip.new_empty(batch, frames, self.out_channels)  # (B, T, C_out)
+        if self.bias is None:
+            out.copy_(skip.transpose(1, 2))
+        else:
+            torch.add(skip.transpose(1, 2), self.bias, out=out)
+        rows = x.transpose(1, 2).reshape(batch * frames, -1)  # (B*T, C_in): free when time-major
+        out.view(batch * frames, -1).addmm_(rows, self._matrix(self.weight).t())
+        return out.transpose(1, 2)  # (B, C_out, T)
+
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         """The weight as the (C_out, window taps * C_in) matrix of the matrix-product path."""
         if self._blocks and self._window > self.kernel_size[0]:

@@ -268,7 +268,7 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
                 if int(low) < 0 or int(high) >= self.codebook_size:
                     raise IndexError(f"codes must be in [0, {self.codebook_size})")
             table, offsets = self._decode_table()
-            rows = table.index_select(0, (codes + offsets[:n]).view(-1))  # (B*n*T, D)
+            rows = table.index_select(0, (codes + offsets[:n]).reshape(-1))  # (B*n*T, D)
             out = rows.view(batch, n, frames, self.dim).sum(1)  # (B, T, D)
             return out.transpose(1, 2)  # (B, D, T)
         with torch.autocast(device_type=codes.device.type, enabled=False):

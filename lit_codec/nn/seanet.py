@@ -437,8 +437,7 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T); ``x`` itself is left untouched."""
         h = self.conv1(self.activation1(x))  # (B, C / compress, T)
-        h = self.conv2(self.activation2(h, inplace=True))  # (B, C, T)
-        return h.add_(x)
+        return self.conv2.forward_residual(self.activation2(h, inplace=True), x)  # (B, C, T)
 
     def record_step(self, b: StepBuilder, x: StepActivation) -> StepActivation:
         """Record this unit in a streaming step program: skip and bias join the 1x1 product."""

@@ -267,3 +267,26 @@ def test_frame_stepper_equals_offline(seed):
     assert online.shape == offline.shape == (2, 2, 4 * 70)
     assert (online - offline).abs().max() < 1e-5
     assert {frames for frames, _ in stepper.programs} == {1, 2, 4, 8}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_forward_residual_fast_path_equals_conv_plus_skip(bias, time_major):
+    torch.manual_seed(0)
+    conv = StreamingConv1d(6, 10, 1, bias=bias)
+    fold_weight_norm(conv)
+    x = torch.randn(2, 6, 50)
+    skip = torch.randn(2, 10, 50)
+    if time_major:
+        x, skip = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (x, skip))
+    kept = skip.clone()
+    with torch.no_grad():
+        expected = conv(x) + skip
+        fast = conv.forward_residual(x, skip)  # inference: skip + bias, then addmm_
+    slow = conv.forward_residual(x, skip)  # with autograd: conv(x).add_(skip)
+    assert fast.shape == slow.shape == (2, 10, 50)
+    torch.testing.assert_close(fast, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(slow.detach(), expected, atol=1e-6, rtol=0)
+    assert torch.equal(skip, kept)  # the skip is left untouched
+    slow.sum().backward()
+    assert conv.weight.grad is not None

@@ -1,0 +1,69 @@
+"""The inference API: lit_codec.Codec (offline, streaming, several streams at once)."""
+
+import pytest
+import torch
+
+from lit_codec import Codec
+from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
+
+RATE, HOP = 8000, 8
+
+
+def tiny_codec(seed: int = 0) -> Codec:
+    torch.manual_seed(seed)
+    generator = SEANetGenerator(
+        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3)
+    )
+    quantizer = ResidualVectorQuantizer(
+        dim=16, n_q=3, codebook_size=32, frame_rate=RATE / HOP, kmeans_init=False
+    )
+    return Codec(generator, quantizer, RATE)
+
+
+def stream(codec: Codec, wav: torch.Tensor, chunk: int, n_q: int | None = None):
+    """Codes and audio of ``wav`` (B, 1, T) streamed in chunks of ``chunk`` samples."""
+    codes, audio = [], []
+    with codec.streaming(batch_size=wav.shape[0], n_q=n_q) as s:
+        for piece in wav.split(chunk, dim=-1):
+            c = s.encode(piece)
+            codes.append(c)
+            audio.append(s.decode(c))
+        last = s.flush()
+        codes.append(last)
+        audio.append(s.decode(last))
+    return torch.cat(codes, dim=-1), torch.cat(audio, dim=-1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("chunk", [5, 12, 40])
+def test_streamed_batch_equals_offline(batch, chunk):
+    codec = tiny_codec()
+    wav = 0.3 * torch.randn(batch, 1, 203)
+    offline_codes = codec.encode(wav)  # (B, n_q, F)
+    offline_audio = codec.decode(offline_codes)  # (B, 1, F * hop)
+    codes, audio = stream(codec, wav, chunk)
+    assert codes.shape == offline_codes.shape == (batch, 3, 26)
+    assert torch.equal(codes, offline_codes)
+    torch.testing.assert_close(audio, offline_audio, atol=1e-5, rtol=0)
+
+
+def test_bitrate_chooses_the_codebooks():
+    codec = tiny_codec()
+    wav = 0.3 * torch.randn(2, 160)
+    assert codec.bitrates() == pytest.approx([5.0, 10.0, 15.0])  # 5 bits x 1000 frames/s
+    assert codec.encode(wav, kbps=10.0).shape == (2, 2, 20)
+    assert codec.encode(wav, n_q=1).shape == (2, 1, 20)
+    assert torch.equal(codec.encode(wav, n_q=2), codec.encode(wav)[:, :2])  # residual prefix
+    with pytest.raises(ValueError, match="outside what this quantizer offers"):
+        codec.encode(wav, kbps=1.0)
+    codes, _ = stream(codec, wav[:, None], 7, n_q=2)
+    assert torch.equal(codes, codec.encode(wav, n_q=2))
+
+
+def test_decode_refuses_codes_of_another_codec():
+    codec = tiny_codec()
+    with pytest.raises(ValueError, match="do not fit this codec"):
+        codec.decode(torch.full((1, 3, 4), 32))  # codebook_size is 32
+    with pytest.raises(ValueError, match="do not fit this codec"):
+        codec.decode(torch.zeros(1, 4, 4, dtype=torch.long))  # 4 > n_q codebooks
+
