@@ -143,6 +143,19 @@ def check_waveform(x: Tensor) -> None:
         raise ValueError(f"expected a mono waveform (B, 1, T), got shape {tuple(x.shape)}")
 
 
+def run_sub_discriminators(
+    nets: Sequence[nn.Module], names: list[str], x: Tensor
+) -> DiscriminatorOutput:
+    """Run each sub-discriminator ``net(x) -> (logits, features)`` on the waveform ``x``."""
+    check_waveform(x)
+    logits, features = [], []
+    for net in nets:
+        out, feats = net(x)
+        logits.append(out)
+        features.append(feats)
+    return DiscriminatorOutput(logits, features, list(names))
+
+
 def __getattr__(name: str) -> Any:
     # Lazy re-export of the discriminators (see the module docstring).
     module = _REEXPORTS.get(name)

@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_codec.nn.configurable import Configurable
-from lit_codec.nn.discriminators import DiscriminatorOutput, Norm, check_waveform, normed_conv
+from lit_codec.nn.discriminators import (
+    DiscriminatorOutput,
+    Norm,
+    check_waveform,
+    normed_conv,
+    run_sub_discriminators,
+)
 from lit_codec.nn.spectral import hann_window, stft_complex
 
 __all__ = [
@@ -221,13 +227,7 @@ class MultiScaleSTFTDiscriminator(Configurable, nn.Module):
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         """Waveform ``(B, 1, T)`` → per resolution logits ``(B, 1, frames, F')``."""
-        check_waveform(x)
-        logits, features = [], []
-        for net in self.nets:
-            out, feats = net(x)
-            logits.append(out)
-            features.append(feats)
-        return DiscriminatorOutput(logits, features, list(self.names))
+        return run_sub_discriminators(self.nets, self.names, x)
 
 
 class _STFTScale(Configurable, nn.Module):
@@ -325,13 +325,7 @@ class MultiBandMultiScaleSTFTDiscriminator(Configurable, nn.Module):
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         """Waveform ``(B, 1, T)`` → per resolution logits ``(B, 1, frames, F')``."""
-        check_waveform(x)
-        logits, features = [], []
-        for net in self.nets:
-            out, feats = net(x)
-            logits.append(out)
-            features.append(feats)
-        return DiscriminatorOutput(logits, features, list(self.names))
+        return run_sub_discriminators(self.nets, self.names, x)
 
 
 class _BandedSTFTScale(Configurable, nn.Module):

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_codec.nn.configurable import Configurable
-from lit_codec.nn.discriminators import DiscriminatorOutput, Norm, check_waveform, normed_conv
+from lit_codec.nn.discriminators import (
+    DiscriminatorOutput,
+    Norm,
+    check_waveform,
+    normed_conv,
+    run_sub_discriminators,
+)
 
 __all__ = ["MultiPeriodDiscriminator", "MultiScaleWaveformDiscriminator"]
 
@@ -171,13 +177,7 @@ class MultiPeriodDiscriminator(Configurable, nn.Module):
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         """Waveform ``(B, 1, T)`` → per period ``p`` logits ``(B, 1, T', p)``."""
-        check_waveform(x)
-        logits, features = [], []
-        for net in self.nets:
-            out, feats = net(x)
-            logits.append(out)
-            features.append(feats)
-        return DiscriminatorOutput(logits, features, list(self.names))
+        return run_sub_discriminators(self.nets, self.names, x)
 
 
 class _PeriodNet(Configurable, nn.Module):
