@@ -23,7 +23,9 @@ encoded and decoded per second of wall time (higher is faster).
    each chunk completes, one or two frames), as a fraction of our offline throughput
    (goal: >= 0.8). It runs the encoder and the decoder as recorded step programs of whole
    frames (:class:`lit_codec.nn.conv.FrameStepper`) and the quantizer on cached tables;
-   bench/README.md explains what limits it.
+   bench/README.md explains what limits it. With ``--streams S`` (default 8) it also
+   streams S clips at once (``Codec.streaming(batch_size=S)``, the audio cut into S clips)
+   against offline coding of the same S clips: a server's throughput.
 
 Audio: the shipped samples (``data_prep/samples``, or ``--input DIR``) resampled to 24 kHz,
 concatenated and cut to ``--seconds``; random weights make the content irrelevant to speed,
@@ -166,16 +168,37 @@ def recipe_codec(overrides: list[str]) -> Codec:
 
 
 def streamed(codec: Codec, wav: torch.Tensor) -> torch.Tensor:
-    """Encode and decode ``wav`` (1, 1, T) through ``Codec.streaming()`` in 20 ms chunks."""
+    """Encode and decode ``wav`` (B, 1, T), B streams, through ``Codec.streaming()`` in 20 ms chunks."""
     out = []
-    with codec.streaming() as stream:
+    with codec.streaming(batch_size=wav.shape[0]) as stream:
         for chunk in wav.split(CHUNK, dim=-1):
             out.append(stream.decode(stream.encode(chunk)))
         out.append(stream.decode(stream.flush()))
-    return torch.cat(out, dim=-1)  # (1, 1, frames * hop)
+    return torch.cat(out, dim=-1)  # (B, 1, frames * hop)
 
 
-def product(wav: torch.Tensor, seconds: float, rounds: int, overrides: list[str]) -> None:
+def streams_at_once(codec: Codec, wav: torch.Tensor, streams: int, rounds: int) -> None:
+    """Throughput of ``streams`` streams served together (a server's case) against offline
+    coding of the same clips: the weights each 20 ms step reads serve every stream."""
+    length = wav.shape[-1] - wav.shape[-1] % streams
+    seconds = length / SAMPLE_RATE
+    clips = wav[..., :length].reshape(streams, 1, -1)  # (S, 1, T / S): the audio cut in S clips
+    rtf = timed_rtf(
+        {
+            "offline": lambda: codec.decode(codec.encode(clips, kbps=6.0)),
+            "stream": lambda: streamed(codec, clips),
+        },
+        seconds,
+        rounds,
+    )
+    print(f"lit-codec streaming, {streams} streams at once, 20 ms chunks: {rtf['stream']:6.2f}x "
+          f"real time = {rtf['stream'] / rtf['offline']:.2f} of offline coding of the same "
+          f"{streams} clips ({rtf['offline']:.2f}x)")  # fmt: skip
+
+
+def product(
+    wav: torch.Tensor, seconds: float, rounds: int, overrides: list[str], streams: int
+) -> None:
     print("== (2) product: the 24 kHz 6 kbps recipe against EnCodec's 24 kHz model at 6 kbps")
     codec = recipe_codec(overrides)
     encodec = import_encodec().EncodecModel.encodec_model_24khz(pretrained=False)
@@ -203,6 +226,8 @@ def product(wav: torch.Tensor, seconds: float, rounds: int, overrides: list[str]
     )
     print(f"lit-codec streaming, 20 ms chunks: {rtf['stream']:6.2f}x real time = "
           f"{rtf['stream'] / rtf['ours']:.2f} of its offline throughput (goal: >= 0.8)")  # fmt: skip
+    if streams > 1:
+        streams_at_once(codec, wav, streams, rounds)
     print(f"lit-codec 24 kHz:  {rtf['ours']:6.2f}x real time")
     print(f"EnCodec 24 kHz:    {rtf['encodec']:6.2f}x real time")
     print(f"ours / EnCodec: {rtf['ours'] / rtf['encodec']:.2f} (goal: >= 2.5)")
@@ -215,6 +240,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per function")
     parser.add_argument("--input", default=None, help="audio folder (default: data_prep/samples)")
     parser.add_argument("--skip-implementation", action="store_true", help="run (2) only")
+    parser.add_argument(
+        "--streams", type=int, default=8, help="also stream this many streams at once (1: skip)"
+    )
     args, overrides = parser.parse_known_args()
     one_thread()
     torch.manual_seed(0)
@@ -225,7 +253,7 @@ def main() -> None:
     wav = torch.from_numpy(audio).view(1, 1, -1)  # (1, 1, T)
     if not args.skip_implementation:
         implementation(wav, args.seconds, args.rounds)
-    product(wav, args.seconds, args.rounds, overrides)
+    product(wav, args.seconds, args.rounds, overrides, args.streams)
 
 
 if __name__ == "__main__":
