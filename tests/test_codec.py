@@ -66,4 +66,3 @@ def test_decode_refuses_codes_of_another_codec():
         codec.decode(torch.full((1, 3, 4), 32))  # codebook_size is 32
     with pytest.raises(ValueError, match="do not fit this codec"):
         codec.decode(torch.zeros(1, 4, 4, dtype=torch.long))  # 4 > n_q codebooks
-
