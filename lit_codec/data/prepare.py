@@ -101,12 +101,12 @@ class PrepareResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        hours = ", ".join(
-            f"{s} {self.splits[s]['hours']:.3f} h" for s in SPLITS if s in self.splits
+        hours = ", ".join(  # every split, an empty one as 0.000 h
+            f"{s} {self.splits.get(s, {}).get('hours', 0.0):.3f} h" for s in SPLITS
         )
         return (
             f"{self.files_used} of {self.files_found} files went in, {self.files_skipped} skipped "
-            f"({self.segments_dropped} segments dropped); hours per split: {hours or 'none'}; "
+            f"({self.segments_dropped} segments dropped); hours per split: {hours}; "
             f"see {self.output / 'report.json'}"
         )
 
