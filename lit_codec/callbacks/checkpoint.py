@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 __all__ = ["GeneratorStepCheckpoint"]
@@ -24,7 +25,8 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
     replaces Lightning's default writer).
 
     Args:
-        every_n_generator_steps: save after every this many generator steps (0: never by steps).
+        every_n_generator_steps: save after every this many generator steps (0: never by steps),
+            as ``epoch=E-generator_step=N.ckpt`` unless ``filename`` says otherwise.
         save_last: keep ``last.ckpt`` up to date.
         enable_version_counter: write ``last-v1.ckpt`` instead of overwriting ``last.ckpt``.
         **kwargs: passed to ``ModelCheckpoint`` (``dirpath``, ``save_last``, ``monitor``, ...).
@@ -38,7 +40,9 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         **kwargs,
     ):
         # enable_version_counter=False: a resumed run overwrites last.ckpt (atomically)
-        # instead of writing last-v1.ckpt next to it
+        # instead of writing last-v1.ckpt next to it. Files are named by generator step
+        # (Lightning's default `{epoch}-{step}` counts both networks' optimizer steps).
+        kwargs.setdefault("filename", "{epoch}-{generator_step}")
         super().__init__(
             save_last=save_last, enable_version_counter=enable_version_counter, **kwargs
         )
@@ -97,6 +101,13 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
         self._last_generator_step_saved = step
+
+    def _monitor_candidates(self, trainer) -> dict:
+        candidates = super()._monitor_candidates(trainer)
+        step = getattr(trainer.lightning_module, "generator_step", None)
+        if step is not None:  # for file names such as epoch=0-generator_step=1000.ckpt
+            candidates.setdefault("generator_step", torch.tensor(step))
+        return candidates
 
     def state_dict(self):
         state = super().state_dict()
