@@ -57,7 +57,7 @@ class Codec(nn.Module):
     ):
         super().__init__()
         self.generator = fold_weight_norm(generator)  # inference weights; a no-op if already folded
-        self.quantizer = quantizer
+        self.quantizer = fold_weight_norm(quantizer)  # plain projection weights (factorised codes)
         self.sample_rate = int(sample_rate)
         self.config = config or {}
         self._fingerprint = _fingerprint(self.config, self.state_dict())
@@ -109,6 +109,7 @@ class Codec(nn.Module):
         quantizer = build_module(config["quantizer"], trust=trust)
         if folded:  # exports hold inference weights (weight norm folded)
             fold_weight_norm(generator)
+            fold_weight_norm(quantizer)
         holder = nn.ModuleDict({"generator": generator, "quantizer": quantizer})
         missing, unexpected = holder.load_state_dict(state, strict=False)
         if missing or unexpected:

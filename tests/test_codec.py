@@ -66,3 +66,27 @@ def test_decode_refuses_codes_of_another_codec():
         codec.decode(torch.full((1, 3, 4), 32))  # codebook_size is 32
     with pytest.raises(ValueError, match="do not fit this codec"):
         codec.decode(torch.zeros(1, 4, 4, dtype=torch.long))  # 4 > n_q codebooks
+
+
+def test_factorised_codes_encode_as_training_does_and_stream():
+    torch.manual_seed(0)
+    generator = SEANetGenerator(
+        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3)
+    )
+    quantizer = ResidualVectorQuantizer(
+        dim=16, n_q=3, codebook_size=32, codebook_dim=4, l2_normalize=True,
+        frame_rate=RATE / HOP, kmeans_init=False,
+    )  # fmt: skip
+    wav = 0.3 * torch.randn(2, 1, 160)
+    quantizer.eval()
+    with torch.no_grad():
+        latent = generator.encode(wav)
+        trained = quantizer(latent).codes  # the training path (statistics, losses)
+        quantized = quantizer.decode(trained)
+    codec = Codec(generator, quantizer, RATE)  # folds the projections' weight norm
+    assert not any("parametrizations" in k for k in codec.state_dict())
+    assert torch.equal(codec.encode(wav), trained)
+    torch.testing.assert_close(codec.quantizer.decode(trained), quantized, atol=1e-6, rtol=0)
+    codes, audio = stream(codec, wav, 12)
+    assert torch.equal(codes, trained)
+    torch.testing.assert_close(audio, codec.decode(trained), atol=1e-5, rtol=0)

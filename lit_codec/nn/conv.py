@@ -462,11 +462,18 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
     Every :class:`StreamingConv1d`/:class:`StreamingConvTranspose1d` under ``module`` gets a
     plain ``weight`` parameter holding the value the parametrisation computed (outputs do
     not change beyond float rounding), stored in the time-major layout the convolutions
-    read without copying. Convolutions without weight norm are only re-laid-out. Works in
-    place and returns ``module``; training it afterwards trains plain weights. Safe on a
-    ``copy.deepcopy`` of a model: the original keeps its weight norm.
+    read without copying. Convolutions without weight norm are only re-laid-out. A
+    weight-normed ``nn.Linear`` (the quantizer's projections) gets its plain weight too.
+    Works in place and returns ``module``; training it afterwards trains plain weights. Safe
+    on a ``copy.deepcopy`` of a model: the original keeps its weight norm.
     """
     for m in module.modules():
+        if isinstance(m, nn.Linear) and parametrize.is_parametrized(m, "weight"):
+            with torch.no_grad():
+                weight = m.weight.detach().clone()
+                _drop_weight_parametrization(m)
+                m.weight = nn.Parameter(weight)
+            continue
         if not isinstance(m, _CONVS):
             continue
         with torch.no_grad():

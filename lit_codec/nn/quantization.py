@@ -233,7 +233,7 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
         n_q = self._checked_n_q(n_q)
         if self.projected:
             with torch.autocast(device_type=x.device.type, enabled=False):
-                return self._quantize(x, n_q, None, False, 0).codes
+                return self._encode_projected(x, n_q)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 return self._encode_direct(x, n_q)
@@ -256,6 +256,21 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
             residual = residual - q if i == 0 else residual.sub_(q)
             codes.append(idx.view(batch, frames))
         return torch.stack(codes, dim=1)  # (B, n_q, T)
+
+    @torch.no_grad()
+    def _encode_projected(self, x: Tensor, n_q: int) -> Tensor:
+        """The codes of :meth:`_run_projected` (same operations, no gradient), without its
+        statistics and losses."""
+        batch, dim, frames = x.shape
+        residual = x.float().transpose(1, 2).reshape(batch * frames, dim)  # (B*T, D)
+        codes = []
+        for i in range(n_q):
+            layer = self.layers[i]
+            idx = layer.codebook.nearest(layer.project_in(residual))  # (B*T,)
+            codes.append(idx)
+            if i + 1 < n_q:
+                residual = residual - layer.project_out(layer.codebook.lookup(idx))  # (B*T, D)
+        return torch.stack(codes).view(n_q, batch, frames).transpose(0, 1)  # (B, n_q, T)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
