@@ -542,7 +542,9 @@ def prepare_shards(
             else:
                 writer.add((result.index, ev.segment), ev.key, ev.flac, ev.meta)
         bar.update(1)
-        bar.set_postfix_str(" ".join(f"{sp}={w.hours():.2f}h" for sp, w in writers.items()))
+        bar.set_postfix_str(
+            " ".join(f"{sp}={w.hours():.2f}h" for sp, w in writers.items()), refresh=False
+        )  # shown at the bar's next refresh, not once per file
     bar.close()
     tail_report = []
     for w in writers.values():
@@ -562,6 +564,8 @@ def _progress_bar(total: int, done: int, enabled: bool):
         disable=not enabled,
         file=sys.stderr,
         dynamic_ncols=True,
+        # a log file or pipe gets a line every 10 s, a terminal a live bar
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,
     )
 
 
