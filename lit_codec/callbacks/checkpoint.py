@@ -42,16 +42,26 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
         # enable_version_counter=False: a resumed run overwrites last.ckpt (atomically)
         # instead of writing last-v1.ckpt next to it. Files are named by generator step
         # (Lightning's default `{epoch}-{step}` counts both networks' optimizer steps).
-        kwargs.setdefault("filename", "{epoch}-{generator_step}")
+        if kwargs.get("filename") is None:  # the CLI passes filename=None explicitly
+            kwargs["filename"] = "{epoch}-{generator_step}"
         super().__init__(
             save_last=save_last, enable_version_counter=enable_version_counter, **kwargs
         )
         self.every_n_generator_steps = every_n_generator_steps
         self._last_generator_step_saved = -1
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def _default_dirpath(self, trainer) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+
+    def _find_last_checkpoints(self, trainer) -> set[str]:
+        # `fit(ckpt_path="last")` looks for last.ckpt before any callback's setup(): look
+        # where this callback saves, not in the logger's (new, versioned) folder
+        self._default_dirpath(trainer)
+        return super()._find_last_checkpoints(trainer)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._default_dirpath(trainer)
         # write checkpoints atomically (temporary file + rename): a SIGKILL during a save
         # leaves the previous last.ckpt intact
         from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -96,11 +106,11 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
             return
         if self._should_skip_saving_checkpoint(trainer):
             return
+        self._last_generator_step_saved = step  # before saving: the checkpoint holds it
         candidates = self._monitor_candidates(trainer)
         if self.monitor is None or self.monitor in candidates:
             self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
-        self._last_generator_step_saved = step
 
     def _monitor_candidates(self, trainer) -> dict:
         candidates = super()._monitor_candidates(trainer)

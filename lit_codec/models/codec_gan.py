@@ -199,6 +199,7 @@ class CodecGAN(L.LightningModule):
         )
         self.nonfinite_steps = 0
         self.consecutive_nonfinite = 0
+        self._pending_rng: dict[str, Any] | None = None  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ the codec
     @property
@@ -538,8 +539,15 @@ class CodecGAN(L.LightningModule):
         self.generator_step = int(state.get("generator_step", 0))
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
-        if "rng" in state:  # noise mixing and anything else drawn from the global generators
-            _set_rng_state(state["rng"])
+        # Noise mixing and anything else drawn from the global generators: the states are
+        # set back right before the first batch, because what runs between restoring and
+        # that batch draws from them too (each DataLoader iterator draws its base seed).
+        self._pending_rng = state.get("rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
 
 
 def _rng_state() -> dict[str, Any]:
