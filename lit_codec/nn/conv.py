@@ -283,10 +283,10 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
     def forward_residual(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``skip + self(x)``: a residual connection after a pointwise convolution.
 
-        At inference (no gradient) a pointwise convolution computes ``skip + bias`` in one
-        pass and accumulates the product into it (``addmm_``): one pass over memory fewer
-        than convolving (which broadcasts the bias) and adding the skip. Elsewhere (training,
-        streaming, other convolutions) it is ``self(x).add_(skip)``.
+        At inference (no gradient, no autocast) a pointwise convolution computes ``skip + bias``
+        in one pass and accumulates the product into it (``addmm_``): one pass over memory
+        fewer than convolving (which broadcasts the bias) and adding the skip. Elsewhere
+        (training, autocast, streaming, other convolutions) it is ``self(x).add_(skip)``.
 
         Args:
             x: (B, C_in, T) input of the convolution.
@@ -300,7 +300,8 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
             or self._stream is not None
             or self.kernel_size[0] != 1
             or self.groups != 1
-            or x.dtype != skip.dtype
+            or torch.is_autocast_enabled(x.device.type)
+            or not x.dtype == skip.dtype == self.weight.dtype
         ):
             return self(x).add_(skip)
         batch, _, frames = x.shape

@@ -290,3 +290,14 @@ def test_forward_residual_fast_path_equals_conv_plus_skip(bias, time_major):
     assert torch.equal(skip, kept)  # the skip is left untouched
     slow.sum().backward()
     assert conv.weight.grad is not None
+
+
+def test_forward_residual_under_bf16_autocast_inference():
+    torch.manual_seed(0)
+    conv = StreamingConv1d(6, 10, 1)
+    x, skip = torch.randn(2, 6, 50), torch.randn(2, 10, 50)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv.forward_residual(x, skip)  # autocast's bf16 product: the plain path
+        expected = conv(x).add_(skip)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
