@@ -9,15 +9,20 @@ from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
 RATE, HOP = 8000, 8
 
 
-def tiny_codec(seed: int = 0) -> Codec:
+def tiny_networks(seed: int = 0, **quantizer) -> tuple[SEANetGenerator, ResidualVectorQuantizer]:
+    """A tiny generator and 3 x 32-code quantizer (``quantizer``: more of its arguments)."""
     torch.manual_seed(seed)
     generator = SEANetGenerator(
         channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3)
     )
-    quantizer = ResidualVectorQuantizer(
-        dim=16, n_q=3, codebook_size=32, frame_rate=RATE / HOP, kmeans_init=False
+    rvq = ResidualVectorQuantizer(
+        dim=16, n_q=3, codebook_size=32, frame_rate=RATE / HOP, kmeans_init=False, **quantizer
     )
-    return Codec(generator, quantizer, RATE)
+    return generator, rvq
+
+
+def tiny_codec(seed: int = 0) -> Codec:
+    return Codec(*tiny_networks(seed), RATE)
 
 
 def stream(codec: Codec, wav: torch.Tensor, chunk: int, n_q: int | None = None):
@@ -69,14 +74,7 @@ def test_decode_refuses_codes_of_another_codec():
 
 
 def test_factorised_codes_encode_as_training_does_and_stream():
-    torch.manual_seed(0)
-    generator = SEANetGenerator(
-        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3)
-    )
-    quantizer = ResidualVectorQuantizer(
-        dim=16, n_q=3, codebook_size=32, codebook_dim=4, l2_normalize=True,
-        frame_rate=RATE / HOP, kmeans_init=False,
-    )  # fmt: skip
+    generator, quantizer = tiny_networks(codebook_dim=4, l2_normalize=True)
     wav = 0.3 * torch.randn(2, 1, 160)
     quantizer.eval()
     with torch.no_grad():
