@@ -280,17 +280,22 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
             return self._unfold_matmul(x, frames, self._matrix(self.weight))
         return self._convolve(x, frames, left, right, self._weight_4d(self.weight))
 
-    def forward_residual(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward_residual(
+        self, x: torch.Tensor, skip: torch.Tensor, inplace: bool = False
+    ) -> torch.Tensor:
         """``skip + self(x)``: a residual connection after a pointwise convolution.
 
         At inference (no gradient, no autocast) a pointwise convolution computes ``skip + bias``
         in one pass and accumulates the product into it (``addmm_``): one pass over memory
-        fewer than convolving (which broadcasts the bias) and adding the skip. Elsewhere
-        (training, autocast, streaming, other convolutions) it is ``self(x).add_(skip)``.
+        fewer than convolving (which broadcasts the bias) and adding the skip. With
+        ``inplace`` (the caller owns ``skip`` and no longer needs it) and a time-major skip,
+        that sum is formed in the skip's own memory: no new tensor. Elsewhere (training,
+        autocast, streaming, other convolutions) it is ``self(x).add_(skip)``.
 
         Args:
             x: (B, C_in, T) input of the convolution.
-            skip: (B, C_out, T) what its output is added to (left untouched).
+            skip: (B, C_out, T) what its output is added to (left untouched unless ``inplace``).
+            inplace: the fast path may overwrite ``skip`` with the result.
 
         Returns:
             (B, C_out, T), time-major in memory on the fast path.
@@ -305,11 +310,15 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
         ):
             return self(x).add_(skip)
         batch, _, frames = x.shape
-        out = skip.new_empty(batch, frames, self.out_channels)  # (B, T, C_out)
-        if self.bias is None:
-            out.copy_(skip.transpose(1, 2))
+        skip_t = skip.transpose(1, 2)  # (B, T, C_out)
+        if inplace and skip_t.is_contiguous():
+            out = skip_t if self.bias is None else skip_t.add_(self.bias)
         else:
-            torch.add(skip.transpose(1, 2), self.bias, out=out)
+            out = skip.new_empty(batch, frames, self.out_channels)  # (B, T, C_out)
+            if self.bias is None:
+                out.copy_(skip_t)
+            else:
+                torch.add(skip_t, self.bias, out=out)
         rows = x.transpose(1, 2).reshape(batch * frames, -1)  # (B*T, C_in): free when time-major
         out.view(batch * frames, -1).addmm_(rows, self._matrix(self.weight).t())
         return out.transpose(1, 2)  # (B, C_out, T)

@@ -372,7 +372,7 @@ class EncoderBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, 2C, T / stride)."""
         for unit in self.residuals:
-            x = unit(x)  # (B, C, T)
+            x = unit(x, inplace=True)  # (B, C, T)
         return self.downsample(self.activation(x, inplace=True))  # (B, 2C, T / stride)
 
 
@@ -404,7 +404,7 @@ class DecoderBlock(nn.Module):
         """(B, C, F) -> (B, C / 2, F * stride)."""
         x = self.upsample(self.activation(x, inplace=True))  # (B, C / 2, F * stride)
         for unit in self.residuals:
-            x = unit(x)  # (B, C / 2, F * stride)
+            x = unit(x, inplace=True)  # (B, C / 2, F * stride)
         return x
 
 
@@ -434,10 +434,12 @@ class ResidualUnit(nn.Module):
         self.activation2 = make_activation(activation, hidden)
         self.conv2 = StreamingConv1d(hidden, channels, 1, **conv)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) -> (B, C, T); ``x`` itself is left untouched."""
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """(B, C, T) -> (B, C, T); ``x`` is left untouched unless ``inplace``, when (at
+        inference) the result may be formed in its memory."""
         h = self.conv1(self.activation1(x))  # (B, C / compress, T)
-        return self.conv2.forward_residual(self.activation2(h, inplace=True), x)  # (B, C, T)
+        h = self.activation2(h, inplace=True)
+        return self.conv2.forward_residual(h, x, inplace=inplace)  # (B, C, T)
 
     def record_step(self, b: StepBuilder, x: StepActivation) -> StepActivation:
         """Record this unit in a streaming step program: skip and bias join the 1x1 product."""

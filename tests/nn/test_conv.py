@@ -292,6 +292,25 @@ def test_forward_residual_fast_path_equals_conv_plus_skip(bias, time_major):
     assert conv.weight.grad is not None
 
 
+def test_forward_residual_inplace_reuses_a_time_major_skip():
+    torch.manual_seed(0)
+    conv = StreamingConv1d(6, 10, 1)
+    fold_weight_norm(conv)
+    x = torch.randn(2, 6, 50)
+    skip = torch.randn(2, 50, 10).transpose(1, 2)  # (B, C, T), time-major in memory
+    expected = conv(x).detach() + skip
+    with torch.no_grad():
+        out = conv.forward_residual(x, skip, inplace=True)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert out.data_ptr() == skip.data_ptr()  # formed in the skip's memory: no new tensor
+    channel_major = torch.randn(2, 10, 50)
+    kept = channel_major.clone()
+    with torch.no_grad():  # a skip of the other layout gets a new tensor, and is kept
+        out = conv.forward_residual(x, channel_major, inplace=True)
+    torch.testing.assert_close(out, conv(x).detach() + kept, atol=1e-6, rtol=0)
+    assert torch.equal(channel_major, kept)
+
+
 def test_forward_residual_under_bf16_autocast_inference():
     torch.manual_seed(0)
     conv = StreamingConv1d(6, 10, 1)

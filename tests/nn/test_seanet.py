@@ -203,6 +203,23 @@ def test_fold_weight_norm_keeps_outputs():
     assert (after - before).abs().max() < 1e-6
 
 
+def test_inference_path_equals_training_path_and_keeps_the_input():
+    """At inference the residual units form their sums in the memory of the block's
+    intermediates (``forward_residual(inplace=True)``); the result must equal the
+    autograd path's, and neither the waveform nor the latents passed in may change."""
+    g = tiny()
+    fold_weight_norm(g)
+    wav = torch.randn(2, 1, HOP * 3)
+    wav_kept = wav.clone()
+    trained = g(wav)  # grad enabled: the plain path
+    with torch.no_grad():
+        latent = g.encode(wav)
+        latent_kept = latent.clone()
+        fast = g.decode(latent)
+    assert torch.equal(wav, wav_kept) and torch.equal(latent, latent_kept)
+    torch.testing.assert_close(fast, trained.detach(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("activation", ["elu", "snake"])
 def test_gradients_flow_to_every_parameter(activation):
     g = tiny(activation=activation, film="encoder")
