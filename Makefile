@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/loader_throughput.py
 	$(PY) bench/rvq_speed.py
 	$(PY) bench/codec_speed.py
+	$(PY) bench/streaming_floor.py
 	$(PY) bench/train_step.py
 
 lint: $(STAMP)

@@ -25,7 +25,8 @@ encoded and decoded per second of wall time (higher is faster).
    frames (:class:`lit_codec.nn.conv.FrameStepper`) and the quantizer on cached tables;
    bench/README.md explains what limits it. With ``--streams S`` (default 8) it also
    streams S clips at once (``Codec.streaming(batch_size=S)``, the audio cut into S clips)
-   against offline coding of the same S clips: a server's throughput.
+   against offline coding of the same S clips: a server's throughput. ``bench/streaming_floor.py``
+   measures how much of offline throughput the stream's matrix products alone leave.
 
 Audio: the shipped samples (``data_prep/samples``, or ``--input DIR``) resampled to 24 kHz,
 concatenated and cut to ``--seconds``; random weights make the content irrelevant to speed,

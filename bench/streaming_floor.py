@@ -67,6 +67,9 @@ def trace_products(codec: Codec, wav: torch.Tensor) -> list[Callable[[], object]
             streamed(codec, wav)
     finally:
         frame_stepper._Program.run, quantization._encode_few = run, encode_few
+    searches = sum(getattr(step, "keywords", {}).get("alpha") == -2.0 for step in steps)
+    if not searches or searches == len(steps):  # the stream no longer runs what is traced
+        raise SystemExit("tracing found no step-program or no search products: update this study")
     return steps
 
 
