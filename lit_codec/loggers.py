@@ -61,6 +61,19 @@ class WandbLogger(_LightningWandbLogger):
         kwargs["offline"] = chosen in ("offline", "dryrun")
         self.mode = chosen
         super().__init__(**kwargs)
+        init = getattr(self, "_wandb_init", {})
+        if init.get("anonymous") is None:  # wandb >= 0.2x warns about the key, even as None
+            init.pop("anonymous", None)
+
+    @property
+    def experiment(self):  # type: ignore[override]
+        """The W&B run, created on first use in ``save_dir`` (made first: wandb warns
+        "git root ... does not exist" when its folder is missing)."""
+        if self._experiment is None:
+            folder = getattr(self, "_wandb_init", {}).get("dir")
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+        return super().experiment
 
     def finalize(self, status: str) -> None:
         """Finish the W&B run when training ends, so an offline run is complete on disk."""

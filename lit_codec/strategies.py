@@ -17,6 +17,7 @@ Lightning's ``ModelParallelStrategy`` with sharded checkpoints that a crash cann
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 from contextlib import nullcontext
@@ -28,6 +29,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["AtomicModelParallelStrategy", "GANDDPStrategy", "recover_checkpoint"]
+
+# DDP's switch for syncing buffers at every forward: ``forward_sync_buffers`` since PyTorch
+# 2.13 (``broadcast_buffers`` is deprecated there), ``broadcast_buffers`` before.
+_FORWARD_SYNC_BUFFERS = (
+    "forward_sync_buffers"
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else "broadcast_buffers"
+)
 
 
 class GANDDPStrategy(DDPStrategy):
@@ -41,9 +50,8 @@ class GANDDPStrategy(DDPStrategy):
             return super().configure_ddp()
         device_ids = self.determine_ddp_device_ids()
         kwargs = dict(self._ddp_kwargs)
-        kwargs.setdefault(
-            "broadcast_buffers", False
-        )  # EMA codebooks are all-reduced, not broadcast
+        if "broadcast_buffers" not in kwargs:  # EMA codebooks are all-reduced, not broadcast
+            kwargs.setdefault(_FORWARD_SYNC_BUFFERS, False)
 
         def wrap(network: nn.Module) -> DistributedDataParallel:
             ctx = (

@@ -147,7 +147,9 @@ class QualityMetrics(L.Callback):
         for j, name in enumerate(self.metrics):
             logs[f"val/{name}_skipped"] = float(skipped[j])
         logs["val/quality_wait_seconds"] = waited
-        pl_module.log_dict(logs, sync_dist=False, rank_zero_only=True)
+        # The scores are already reduced (identical on every rank); logging them on every rank
+        # with sync_dist averages equal values and makes them monitorable on every rank.
+        pl_module.log_dict(logs, sync_dist=trainer.world_size > 1)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._pool is not None:

@@ -497,7 +497,9 @@ class CodecGAN(L.LightningModule):
         logs.update({f"{stage}/vq/perplexity/{i}": p for i, p in enumerate(stats.perplexity)})
         logs[f"{stage}/vq/kbps"] = stats.kbps
         logs[f"{stage}/vq/entropy_kbps"] = stats.entropy_kbps
-        self.log_dict(logs, sync_dist=False)
+        # Already reduced across ranks: sync_dist averages equal values (and keeps Lightning
+        # from warning that epoch-level values are not synchronised).
+        self.log_dict(logs, sync_dist=self.trainer.world_size > 1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_codebook_statistics("val")
