@@ -175,7 +175,9 @@ def run_lightning(args: list[str], run: bool = True):
     # `main` always hands its arguments over explicitly; Lightning warns about that.
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
     # Lightning's own pytree helper on PyTorch >= 2.13: not actionable for users.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
+    )
     # denormal floats (tiny activations late in training) are 10-100x slower on CPUs
     torch.set_flush_denormal(True)
 

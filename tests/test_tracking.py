@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_offline_wandb_run_holds_metrics_audio_and_images(tmp_path, sample_shards, monkeypatch, capfd):
+def test_offline_wandb_run_holds_metrics_audio_and_images(
+    tmp_path, sample_shards, monkeypatch, capfd
+):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     main(["fit", "--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(sample_shards),
