@@ -255,6 +255,10 @@ class CodecGAN(L.LightningModule):
         if getattr(self.generator, "film", None) is not None:
             networks.append(self.generator.film)
         for network in networks:
+            # SEANet returns time-major activations as transposed views; FSDP2 warns about view
+            # outputs (an in-place op on one would skip its pre-backward hook). A hook that runs
+            # before FSDP's own gives it an owned copy of the (small) latent and waveform.
+            network.register_forward_hook(_owned_output)
             fully_shard(network, mesh=mesh if mesh.ndim <= 2 else mesh._flatten(), mp_policy=policy)
 
     def setup(self, stage: str) -> None:
@@ -606,3 +610,11 @@ def si_sdr(
     target = scale * ref
     noise = est - target
     return (10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))).float()
+
+
+def _owned_output(module: nn.Module, args: Any, output: Any) -> Any:
+    """Forward hook: a tensor output that is a view becomes a copy of the same layout while
+    gradients are recorded (FSDP2 hooks its backward on outputs and refuses views)."""
+    if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output._base is not None:
+        return output.clone()  # keeps the strides (time-major stays time-major)
+    return output
