@@ -354,9 +354,36 @@ def _info(a) -> None:
     )
 
 
+_OVERVIEW = """usage: lit-codec COMMAND [options]   (lit-codec COMMAND --help for a command's options)
+
+training and evaluation loops (LightningCLI, configured by recipes):
+  fit        train: lit-codec fit --config recipes/codec/debug.yaml [--data.root SHARDS]
+  validate   one validation pass of a recipe's model (--ckpt_path to load weights)
+  test       one pass over the test split
+  predict    encode and decode the test split with a checkpoint (--ckpt_path)
+
+inference:
+  encode     audio file -> codes (.npz): --ckpt C --input a.wav --output a.npz [--kbps 3] [--chunk-ms 20]
+  decode     codes (.npz) -> audio file: --ckpt C --input a.npz --output b.wav
+  export     checkpoint -> .safetensors (weights + configuration, loaded without unpickling)
+  info       describe a checkpoint or export (rates, codebooks, bitrates, fingerprint)
+
+quality:
+  evaluate   rate-distortion report of a codec over clips (PESQ, STOI, ViSQOL, ...; --baseline opus)
+  score      score degraded audio against references (files, or two folders paired by name)
+
+recipes: recipes/README.md; data preparation: python data_prep/make_audio_shards.py --help
+"""
+
+
 def main(args: list[str] | None = None):
     """Entry point of the ``lit-codec`` console script."""
     args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_OVERVIEW, end="")
+        if not args:
+            raise SystemExit(2)  # a command is required
+        return None
     if args and args[0] in EVALUATION_COMMANDS:
         if args[0] == "score":
             from lit_codec.scoring import score_main as command

@@ -237,3 +237,17 @@ def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shard
     assert (
         first["codes"].shape[1] == 4 and first["audio"].shape[-1] == first["codes"].shape[-1] * 320
     )
+
+
+def test_help_lists_every_command(capsys):
+    from lit_codec.cli import EVALUATION_COMMANDS, INFERENCE_COMMANDS, LIGHTNING_COMMANDS
+
+    main(["--help"])
+    listed = capsys.readouterr().out
+    for command in (*LIGHTNING_COMMANDS, *INFERENCE_COMMANDS, *EVALUATION_COMMANDS):
+        assert f"\n  {command} " in listed, command
+    with pytest.raises(SystemExit) as stop:  # no command: the overview, and a usage error
+        main([])
+    assert stop.value.code == 2 and "encode" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown command 'encdoe'"):
+        main(["encdoe"])
