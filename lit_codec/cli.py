@@ -231,6 +231,11 @@ def _inference_parser() -> argparse.ArgumentParser:
         default=None,
         help="encode through the streaming path in chunks of this size",
     )
+    denoise_help = (
+        "turn on the denoising flag of a codec trained with one (recipes/codec/denoise_16khz.yaml); "
+        "`lit-codec info` says whether it is read when encoding or when decoding"
+    )
+    enc.add_argument("--denoise", action="store_true", help=denoise_help)
     dec = sub.add_parser("decode", help="codes (.npz) -> audio file")
     dec.add_argument("--ckpt", required=True)
     dec.add_argument("--input", required=True, help=".npz written by `lit-codec encode`")
@@ -240,6 +245,7 @@ def _inference_parser() -> argparse.ArgumentParser:
     dec.add_argument(
         "--chunk-ms", type=float, default=None, help="decode through the streaming path"
     )
+    dec.add_argument("--denoise", action="store_true", help=denoise_help)
     exp = sub.add_parser("export", help="checkpoint -> .safetensors (weights + configuration)")
     exp.add_argument("--ckpt", required=True)
     exp.add_argument("--output", required=True)
@@ -262,13 +268,13 @@ def _encode(a) -> None:
     if a.chunk_ms:
         chunk = max(1, int(round(a.chunk_ms * codec.sample_rate / 1000)))
         parts = []
-        with codec.streaming(n_q=n_q) as stream:
+        with codec.streaming(n_q=n_q, denoise=a.denoise) as stream:
             for start in range(0, len(wav), chunk):
                 parts.append(stream.encode(wav[start : start + chunk]))
             parts.append(stream.flush())
         codes = torch.cat(parts, dim=-1)[0]  # (n_q, frames)
     else:
-        codes = codec.encode(wav, n_q=n_q)[0]  # (n_q, frames)
+        codes = codec.encode(wav, n_q=n_q, denoise=a.denoise)[0]  # (n_q, frames)
     dtype = np.int16 if codec.codebook_size <= 32768 else np.int32
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -283,11 +289,13 @@ def _encode(a) -> None:
         num_samples=np.int64(len(wav)),
         kbps=np.float64(codec.quantizer.kbps(n_q)),
         fingerprint=np.str_(codec.fingerprint),
+        denoised=np.bool_(a.denoise),  # the codes are of the clean estimate
     )
     print(
         f"encoded {a.input} ({len(wav) / codec.sample_rate:.2f} s) -> {out}: {codes.shape[1]} frames x {n_q} codebooks, "
         f"{codec.quantizer.kbps(n_q):g} kbps"
         + (f", streamed in {a.chunk_ms:g} ms chunks" if a.chunk_ms else "")
+        + (", denoised" if a.denoise else "")
     )
 
 
@@ -315,7 +323,7 @@ def _decode(a) -> None:
     codes_t = torch.from_numpy(codes.astype(np.int64))[None]  # (1, n_q, F)
     if a.chunk_ms:
         frames = max(1, int(round(a.chunk_ms * codec.frame_rate / 1000)))
-        with codec.streaming(n_q=codes_t.shape[1]) as stream:
+        with codec.streaming(n_q=codes_t.shape[1], denoise=a.denoise) as stream:
             audio = torch.cat(
                 [
                     stream.decode(codes_t[..., i : i + frames])
@@ -324,7 +332,7 @@ def _decode(a) -> None:
                 -1,
             )
     else:
-        audio = codec.decode(codes_t)
+        audio = codec.decode(codes_t, denoise=a.denoise)
     audio = audio[0, 0, :num_samples].cpu().numpy()
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -351,6 +359,11 @@ def _info(a) -> None:
     print(
         f"codec {codec.fingerprint}: {codec.sample_rate} Hz, hop {codec.hop_length} -> {codec.frame_rate:g} frames/s, "
         f"{codec.n_q} x {codec.codebook_size} codes; bitrates (kbps): {rates}; {n_params / 1e6:.2f} M parameters"
+        + (
+            f"; denoises on request (`lit-codec {codec.denoises_at} --denoise`)"
+            if codec.denoises_at
+            else ""
+        )
     )
 
 
@@ -363,7 +376,7 @@ training and evaluation loops (LightningCLI, configured by recipes):
   predict    encode and decode the test split with a checkpoint (--ckpt_path)
 
 inference:
-  encode     audio file -> codes (.npz): --ckpt C --input a.wav --output a.npz [--kbps 3] [--chunk-ms 20]
+  encode     audio file -> codes (.npz): --ckpt C --input a.wav --output a.npz [--kbps 3] [--chunk-ms 20] [--denoise]
   decode     codes (.npz) -> audio file: --ckpt C --input a.npz --output b.wav
   export     checkpoint -> .safetensors (weights + configuration, loaded without unpickling)
   info       describe a checkpoint or export (rates, codebooks, bitrates, fingerprint)

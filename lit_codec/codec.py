@@ -9,6 +9,12 @@
             codes = stream.encode(chunk)       # (B, n_q, new frames)
             audio = stream.decode(codes)       # (B, 1, new frames * hop)
         codes = stream.flush()                 # the last, zero-padded frame
+    codes = codec.encode(noisy, denoise=True)  # a denoising codec (FiLM in the encoder)
+
+A codec trained with a denoising flag (``recipes/codec/denoise_16khz.yaml``) denoises on
+request at the side its FiLM layer sits on: ``encode(..., denoise=True)`` when it is on the
+encoder output (the codes are those of the clean estimate), ``decode(..., denoise=True)``
+when it is on the decoder input; :attr:`Codec.denoises_at` says which.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only tensors and plain
 values are unpickled, and the networks are rebuilt from the configuration the
@@ -159,6 +165,31 @@ class Codec(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
+    @property
+    def denoises_at(self) -> str | None:
+        """``"encode"`` or ``"decode"``: where this codec takes ``denoise=True`` (its FiLM
+        layer), or None for a codec trained without a denoising flag."""
+        if getattr(self.generator, "film", None) is None:
+            return None
+        return "encode" if self.generator.film_position == "encoder" else "decode"
+
+    def _condition(self, denoise: bool, side: str, batch: int, device) -> torch.Tensor | None:
+        """The (B,) denoising flags for ``side`` (``"encode"``/``"decode"``), None for none."""
+        if not denoise:
+            return None
+        at = self.denoises_at
+        if at is None:
+            raise ValueError(
+                "this codec was not trained to denoise (no FiLM denoising flag); train one with "
+                "recipes/codec/denoise_16khz.yaml"
+            )
+        if at != side:
+            raise ValueError(
+                f"this codec denoises when it {at}s (its FiLM layer is on the "
+                f"{'encoder output' if at == 'encode' else 'decoder input'}): pass denoise to {at}"
+            )
+        return torch.ones(batch, dtype=torch.long, device=device)
+
     def bitrates(self) -> list[float]:
         """kbps of every usable number of codebooks."""
         return [self.quantizer.kbps(n) for n in range(1, self.n_q + 1)]
@@ -192,16 +223,23 @@ class Codec(nn.Module):
 
     @torch.inference_mode()
     def encode(
-        self, wav: torch.Tensor | np.ndarray, n_q: int | None = None, kbps: float | None = None
+        self,
+        wav: torch.Tensor | np.ndarray,
+        n_q: int | None = None,
+        kbps: float | None = None,
+        denoise: bool = False,
     ) -> torch.Tensor:
-        """Codes ``(B, n_q, ceil(T / hop))`` of audio ``(T,)``, ``(B, T)`` or ``(B, 1, T)`` at ``sample_rate``."""
+        """Codes ``(B, n_q, ceil(T / hop))`` of audio ``(T,)``, ``(B, T)`` or ``(B, 1, T)`` at
+        ``sample_rate``; ``denoise`` codes the clean estimate (see :attr:`denoises_at`)."""
         wav = self._as_batch(wav).to(self._device())
-        latent = self.generator.encode(wav)  # (B, D, F)
+        condition = self._condition(denoise, "encode", wav.shape[0], wav.device)
+        latent = self.generator.encode(wav, condition)  # (B, D, F)
         return self.quantizer.encode(latent, n_q=self.resolve_n_q(n_q, kbps))  # (B, n_q, F)
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Audio ``(B, 1, frames * hop)`` from codes ``(B, n_q, frames)`` or ``(n_q, frames)``."""
+    def decode(self, codes: torch.Tensor | np.ndarray, denoise: bool = False) -> torch.Tensor:
+        """Audio ``(B, 1, frames * hop)`` from codes ``(B, n_q, frames)`` or ``(n_q, frames)``;
+        ``denoise`` for a codec that denoises when decoding (see :attr:`denoises_at`)."""
         codes = torch.as_tensor(codes).long()
         if codes.dim() == 2:
             codes = codes[None]  # (1, n_q, F)
@@ -212,9 +250,9 @@ class Codec(nn.Module):
             raise ValueError(
                 f"codes do not fit this codec ({self.n_q} codebooks of {self.codebook_size})"
             )
-        return self.generator.decode(
-            self.quantizer.decode(codes.to(self._device()))
-        )  # (B, 1, F * hop)
+        condition = self._condition(denoise, "decode", codes.shape[0], self._device())
+        latent = self.quantizer.decode(codes.to(self._device()))  # (B, D, F)
+        return self.generator.decode(latent, condition)  # (B, 1, F * hop)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -222,28 +260,40 @@ class Codec(nn.Module):
     # ------------------------------------------------------------------ streaming
     @contextmanager
     def streaming(
-        self, batch_size: int = 1, n_q: int | None = None, kbps: float | None = None
+        self,
+        batch_size: int = 1,
+        n_q: int | None = None,
+        kbps: float | None = None,
+        denoise: bool = False,
     ) -> Iterator[CodecStream]:
-        """A :class:`CodecStream` for chunk-by-chunk encoding and decoding (latency: one frame)."""
+        """A :class:`CodecStream` for chunk-by-chunk encoding and decoding (latency: one frame);
+        ``denoise`` turns on the denoising flag wherever this codec reads it."""
+        if denoise and self.denoises_at is None:
+            self._condition(denoise, "encode", batch_size, self._device())  # raises
+        n_q = self.resolve_n_q(n_q, kbps)
         with torch.inference_mode(), streaming(self.generator, batch_size):
-            yield CodecStream(self, self.resolve_n_q(n_q, kbps), batch_size)
+            yield CodecStream(self, n_q, batch_size, denoise)
 
 
 class CodecStream:
     """Stateful encoder and decoder of one :meth:`Codec.streaming` block."""
 
-    def __init__(self, codec: Codec, n_q: int, batch_size: int = 1):
+    def __init__(self, codec: Codec, n_q: int, batch_size: int = 1, denoise: bool = False):
         self.codec = codec
         self.n_q = n_q
         self.batch_size = batch_size
         self.samples_in = 0
         self.device = codec._device()
+        at = codec.denoises_at if denoise else None
+        flags = torch.ones(batch_size, dtype=torch.long, device=self.device)
+        self._encode_condition = flags if at == "encode" else None  # (B,) or None
+        self._decode_condition = flags if at == "decode" else None
 
     def encode(self, chunk: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Codes ``(B, n_q, m)`` of the frames this chunk completes (m may be 0)."""
         chunk = Codec._as_batch(chunk).to(self.device)
         self.samples_in += chunk.shape[-1]
-        latent = self.codec.generator.encode(chunk)  # (B, D, m)
+        latent = self.codec.generator.encode(chunk, self._encode_condition)  # (B, D, m)
         if latent.shape[-1] == 0:
             return torch.zeros(chunk.shape[0], self.n_q, 0, dtype=torch.long, device=chunk.device)
         return self.codec.quantizer.encode(latent, n_q=self.n_q)
@@ -259,9 +309,8 @@ class CodecStream:
         """Audio ``(B, 1, m * hop)`` of the next ``m`` frames of codes ``(B, n_q, m)``."""
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 1, 0)
-        return self.codec.generator.decode(
-            self.codec.quantizer.decode(codes.long().to(self.device))
-        )
+        latent = self.codec.quantizer.decode(codes.long().to(self.device))  # (B, D, m)
+        return self.codec.generator.decode(latent, self._decode_condition)
 
 
 def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -251,3 +251,54 @@ def test_help_lists_every_command(capsys):
     assert stop.value.code == 2 and "encode" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown command 'encdoe'"):
         main(["encdoe"])
+
+
+def test_encode_and_decode_with_the_denoising_flag(trained_debug, tmp_path):
+    from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
+    from lit_codec.nn.configurable import module_config
+
+    torch.manual_seed(0)
+    generator = SEANetGenerator(
+        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1,), film="encoder"
+    )
+    with torch.no_grad():  # the "denoise" entry of FiLM, no longer the identity
+        generator.film.embedding.weight[1].uniform_(0.5, 1.5)
+    rvq = ResidualVectorQuantizer(
+        dim=16, n_q=2, codebook_size=16, frame_rate=1000.0, kmeans_init=False
+    )
+    config = {
+        "generator": module_config(generator),
+        "quantizer": module_config(rvq),
+        "sample_rate": 8000,
+    }
+    Codec(generator, rvq, 8000, config).export(tmp_path / "denoiser.safetensors")
+    codec = Codec.from_checkpoint(tmp_path / "denoiser.safetensors")
+    wav = 0.3 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    sf.write(tmp_path / "noisy.wav", wav, 8000)
+    ckpt, noisy = str(tmp_path / "denoiser.safetensors"), str(tmp_path / "noisy.wav")
+    for chunk in ([], ["--chunk-ms", "20"]):
+        out = tmp_path / f"codes{len(chunk)}.npz"
+        main(
+            ["encode", "--ckpt", ckpt, "--input", noisy, "--output", str(out), "--denoise", *chunk]
+        )
+        data = np.load(out)
+        assert bool(data["denoised"])
+        expected = codec.encode(torch.from_numpy(wav), denoise=True)[0]  # (n_q, frames)
+        assert np.array_equal(data["codes"], expected.numpy())
+        assert not np.array_equal(data["codes"], codec.encode(torch.from_numpy(wav))[0].numpy())
+    with pytest.raises(SystemExit, match="pass denoise to encode"):  # its FiLM is in the encoder
+        main(
+            [
+                "decode",
+                "--ckpt",
+                ckpt,
+                "--input",
+                str(out),
+                "--output",
+                str(tmp_path / "x.wav"),
+                "--denoise",
+            ]
+        )
+    with pytest.raises(SystemExit, match="not trained to denoise"):
+        main(["encode", "--ckpt", str(trained_debug), "--input", noisy, "--output", str(tmp_path / "y.npz"),
+              "--denoise"])  # fmt: skip

@@ -9,11 +9,13 @@ from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
 RATE, HOP = 8000, 8
 
 
-def tiny_networks(seed: int = 0, **quantizer) -> tuple[SEANetGenerator, ResidualVectorQuantizer]:
+def tiny_networks(
+    seed: int = 0, film: str = "none", **quantizer
+) -> tuple[SEANetGenerator, ResidualVectorQuantizer]:
     """A tiny generator and 3 x 32-code quantizer (``quantizer``: more of its arguments)."""
     torch.manual_seed(seed)
     generator = SEANetGenerator(
-        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3)
+        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1, 3), film=film
     )
     rvq = ResidualVectorQuantizer(
         dim=16, n_q=3, codebook_size=32, frame_rate=RATE / HOP, kmeans_init=False, **quantizer
@@ -25,10 +27,12 @@ def tiny_codec(seed: int = 0) -> Codec:
     return Codec(*tiny_networks(seed), RATE)
 
 
-def stream(codec: Codec, wav: torch.Tensor, chunk: int, n_q: int | None = None):
+def stream(
+    codec: Codec, wav: torch.Tensor, chunk: int, n_q: int | None = None, denoise: bool = False
+):
     """Codes and audio of ``wav`` (B, 1, T) streamed in chunks of ``chunk`` samples."""
     codes, audio = [], []
-    with codec.streaming(batch_size=wav.shape[0], n_q=n_q) as s:
+    with codec.streaming(batch_size=wav.shape[0], n_q=n_q, denoise=denoise) as s:
         for piece in wav.split(chunk, dim=-1):
             c = s.encode(piece)
             codes.append(c)
@@ -88,3 +92,54 @@ def test_factorised_codes_encode_as_training_does_and_stream():
     codes, audio = stream(codec, wav, 12)
     assert torch.equal(codes, trained)
     torch.testing.assert_close(audio, codec.decode(trained), atol=1e-5, rtol=0)
+
+
+def denoising_codec(position: str) -> Codec:
+    """A tiny codec with a FiLM denoising flag whose "denoise" entry is no longer the identity."""
+    generator, rvq = tiny_networks(film=position)
+    with torch.no_grad():
+        generator.film.embedding.weight[1].uniform_(0.5, 1.5)  # flag 1: another scale and shift
+    return Codec(generator, rvq, RATE)
+
+
+@pytest.mark.parametrize("position", ["encoder", "decoder"])
+def test_denoising_flag_at_inference(position):
+    codec = denoising_codec(position)
+    at = "encode" if position == "encoder" else "decode"
+    other = "decode" if at == "encode" else "encode"
+    assert codec.denoises_at == at
+    wav = 0.3 * torch.randn(2, 1, 203)
+    condition = torch.ones(2, dtype=torch.long)
+    with torch.no_grad():  # what the generator computes with the flag set, by hand
+        latent = codec.generator.encode(wav, condition if at == "encode" else None)
+        codes = codec.quantizer.encode(latent)
+        expected = codec.generator.decode(
+            codec.quantizer.decode(codes), condition if at == "decode" else None
+        )
+    if at == "encode":
+        denoised_codes = codec.encode(wav, denoise=True)
+        audio = codec.decode(denoised_codes)
+        assert not torch.equal(denoised_codes, codec.encode(wav))  # the flag changes the codes
+    else:
+        denoised_codes = codec.encode(wav)
+        audio = codec.decode(denoised_codes, denoise=True)
+        assert not torch.allclose(audio, codec.decode(denoised_codes))
+    assert torch.equal(denoised_codes, codes)
+    torch.testing.assert_close(audio, expected, atol=1e-6, rtol=0)
+    streamed_codes, streamed_audio = stream(codec, wav, 12, denoise=True)  # the flag in a stream
+    assert torch.equal(streamed_codes, codes)
+    torch.testing.assert_close(streamed_audio, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=f"pass denoise to {at}"):  # the side without FiLM
+        getattr(codec, other)(codes if other == "decode" else wav, denoise=True)
+
+
+def test_a_codec_without_denoising_flag_refuses_denoise():
+    codec = tiny_codec()
+    assert codec.denoises_at is None
+    with pytest.raises(ValueError, match="not trained to denoise"):
+        codec.encode(torch.zeros(160), denoise=True)
+    with pytest.raises(ValueError, match="not trained to denoise"):
+        codec.decode(torch.zeros(3, 4, dtype=torch.long), denoise=True)
+    with pytest.raises(ValueError, match="not trained to denoise"):
+        with codec.streaming(denoise=True):
+            pass
