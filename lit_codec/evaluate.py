@@ -11,6 +11,12 @@ at every bitrate (and, with ``--baseline opus``, through Opus at 6, 8 and 12 kbi
 :mod:`lit_codec.baselines`), a constant delay is removed, and every metric of
 :data:`lit_codec.metrics.functional.METRICS` asked for is computed, in worker processes.
 
+Denoising (``--noise-snr 5 [--noise-kind pink] [--denoise]``): each clip is mixed with noise
+at that signal-to-noise ratio (drawn from the clip's name, so every run and every system gets
+the same noise) and every system codes the noisy mix, scored against the clean clip. A row
+``noisy-input`` scores the mix itself; ``--denoise`` adds the codec with its denoising flag
+on (``codec+denoise@…``, for codecs trained with one, see :attr:`lit_codec.Codec.denoises_at`).
+
 ``REPORT_DIR`` receives:
 
 - ``clips.jsonl``: one line per (clip, system), appended as results arrive. A run started
@@ -50,7 +56,7 @@ from lit_codec.metrics.report import (
     report_markdown,
 )
 
-__all__ = ["Clip", "count_clips", "evaluate_main", "iter_clips"]
+__all__ = ["Clip", "count_clips", "evaluate_main", "iter_clips", "noisy_mix"]
 
 
 @dataclass
@@ -73,6 +79,7 @@ class _Config:
     opus_backend: str | None
     sample_rate: int = 0
     fingerprint: str = ""
+    noise: dict[str, Any] | None = None  # {"snr_db": float, "kind": str}: inputs are noisy mixes
 
 
 # --------------------------------------------------------------------------- clips
@@ -207,9 +214,32 @@ def _init_worker(config: _Config, codec: Any = None) -> None:
     _STATE["config"] = config
 
 
-def _codes_path(codes_dir: str, clip_id: str, n_q: int) -> Path:
+def _codes_path(codes_dir: str, clip_id: str, n_q: int, family: str = "codec") -> Path:
     digest = hashlib.sha1(clip_id.encode()).hexdigest()[:16]
-    return Path(codes_dir) / f"{digest}_q{n_q}.npy"
+    tag = "" if family == "codec" else "_denoise"
+    return Path(codes_dir) / f"{digest}_q{n_q}{tag}.npy"
+
+
+NOISE_KINDS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # kind -> spectral exponent
+
+
+def noisy_mix(
+    audio: np.ndarray, clip_id: str, snr_db: float, kind: str = "pink"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(noisy, clean)``: the clip with noise at ``snr_db`` and the clip itself, both scaled
+    by the mix's peak when it exceeds 1 (as :class:`lit_codec.nn.NoiseMixer` does in
+    training). The noise depends only on the clip's name: every run gets the same."""
+    import torch
+
+    from lit_codec.nn.augment import colored_noise
+
+    seed = int(hashlib.sha1(clip_id.encode()).hexdigest()[:15], 16)
+    generator = torch.Generator().manual_seed(seed)
+    noise = colored_noise((len(audio),), NOISE_KINDS[kind], generator=generator).numpy()  # (T,)
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    noisy = audio + noise.astype(np.float32) * np.float32(rms * 10 ** (-snr_db / 20))
+    peak = max(1.0, float(np.abs(noisy).max(initial=0.0)))
+    return (noisy / peak).astype(np.float32), (audio / peak).astype(np.float32)
 
 
 def _process_clip(
@@ -222,20 +252,27 @@ def _process_clip(
     config: _Config = _STATE["config"]
     rate = codec.sample_rate
     max_delay = int(round(config.max_delay_ms * rate / 1000))
+    reference = audio  # what the systems' outputs are scored against
+    if config.noise is not None:
+        audio, reference = noisy_mix(audio, clip_id, config.noise["snr_db"], config.noise["kind"])
     rows = []
     for system in systems:
         started = time.perf_counter()
         row: dict[str, Any] = {"clip": clip_id, "label": system.label, "family": system.family}
-        if system.family == "codec":
-            codes = codec.encode(audio, n_q=system.n_q)  # (1, n_q, F)
-            degraded = codec.decode(codes)[0, 0, : len(audio)].float().cpu().numpy()  # (T,)
+        row["noise"] = config.noise
+        if system.family in ("codec", "codec+denoise"):
+            denoise = system.family == "codec+denoise"
+            at_encode = denoise and codec.denoises_at == "encode"
+            codes = codec.encode(audio, n_q=system.n_q, denoise=at_encode)  # (1, n_q, F)
+            degraded = codec.decode(codes, denoise=denoise and not at_encode)
+            degraded = degraded[0, 0, : len(audio)].float().cpu().numpy()  # (T,)
             stored = (
                 codes[0]
                 .cpu()
                 .numpy()
                 .astype(np.int16 if codec.codebook_size <= 32768 else np.int32)
             )
-            path = _codes_path(config.codes_dir, clip_id, int(system.n_q))
+            path = _codes_path(config.codes_dir, clip_id, int(system.n_q), system.family)
             tmp = path.with_name(path.name + ".tmp.npy")
             np.save(tmp, stored)
             os.replace(tmp, path)
@@ -247,10 +284,12 @@ def _process_clip(
         elif system.family == "opus":
             out = opus_roundtrip(audio, rate, system.kbps, config.opus_backend)
             degraded, row["actual_kbps"] = out.audio, out.kbps
+        elif system.family == "input":  # the (noisy) input itself, uncoded
+            degraded = audio
         else:
             raise ValueError(f"unknown system family {system.family!r}")
         coded_seconds = time.perf_counter() - started
-        ref, deg, delay = align(audio, degraded, max_delay)
+        ref, deg, delay = align(reference, degraded, max_delay)
         row.update(
             kbps=system.kbps,
             sample_rate=rate,
@@ -283,11 +322,20 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _usable(
-    row: dict[str, Any], metrics: Sequence[str], sample_rate: int, fingerprint: str
+    row: dict[str, Any],
+    metrics: Sequence[str],
+    sample_rate: int,
+    fingerprint: str,
+    noise: dict[str, Any] | None = None,
 ) -> bool:
     if row.get("sample_rate") != sample_rate or not set(metrics) <= set(row.get("scores", {})):
         return False
-    return row.get("family") != "codec" or row.get("fingerprint") == fingerprint
+    if row.get("noise") != noise:  # scored on other inputs
+        return False
+    return row.get("family") not in CODEC_FAMILIES or row.get("fingerprint") == fingerprint
+
+
+CODEC_FAMILIES = ("codec", "codec+denoise")
 
 
 # --------------------------------------------------------------------------- report
@@ -364,6 +412,23 @@ def _parser() -> argparse.ArgumentParser:
         default=20.0,
         help="largest constant delay removed before scoring",
     )
+    p.add_argument(
+        "--noise-snr",
+        type=float,
+        default=None,
+        help="code noisy mixes at this SNR (dB) and score them against the clean clips",
+    )
+    p.add_argument(
+        "--noise-kind",
+        default="pink",
+        choices=sorted(NOISE_KINDS),
+        help="noise of --noise-snr (default: %(default)s)",
+    )
+    p.add_argument(
+        "--denoise",
+        action="store_true",
+        help="also evaluate the codec with its denoising flag on (codec+denoise@...)",
+    )
     p.add_argument("--device", default="cpu", help="device the codec runs on")
     return p
 
@@ -376,13 +441,26 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def _systems(
-    codec: Any, kbps: list[float] | None, baselines: Sequence[str], opus_kbps: list[float]
+    codec: Any,
+    kbps: list[float] | None,
+    baselines: Sequence[str],
+    opus_kbps: list[float],
+    denoise: bool = False,
+    noisy: bool = False,
 ) -> list[System]:
     systems: list[System] = []
+    if noisy:
+        systems.append(System("noisy-input", "input", 0.0))
+    if denoise and codec.denoises_at is None:
+        raise ValueError(
+            "--denoise: this codec was not trained to denoise (no FiLM denoising flag)"
+        )
     n_qs = range(1, codec.n_q + 1) if kbps is None else [codec.resolve_n_q(kbps=k) for k in kbps]
     for n_q in sorted(set(n_qs)):
         rate = codec.quantizer.kbps(n_q)
         systems.append(System(f"codec@{rate:g}kbps", "codec", rate, n_q))
+        if denoise:
+            systems.append(System(f"codec+denoise@{rate:g}kbps", "codec+denoise", rate, n_q))
     for name in baselines:
         if name != "opus":
             raise ValueError(f"unknown baseline {name!r} (available: opus)")
@@ -485,7 +563,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     baselines = [b.strip() for b in args.baseline.split(",") if b.strip()]
     kbps = _floats(args.kbps, "--kbps") if args.kbps else None
-    systems = _systems(codec, kbps, baselines, _floats(args.opus_kbps, "--opus-kbps"))
+    noise = (
+        None
+        if args.noise_snr is None
+        else {"snr_db": float(args.noise_snr), "kind": args.noise_kind}
+    )
+    systems = _systems(
+        codec,
+        kbps,
+        baselines,
+        _floats(args.opus_kbps, "--opus-kbps"),
+        denoise=args.denoise,
+        noisy=noise is not None,
+    )
     backend = opus_backend() if "opus" in baselines else None
 
     out = Path(args.output)
@@ -493,7 +583,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     codes_dir.mkdir(parents=True, exist_ok=True)
     jsonl = out / "clips.jsonl"
     previous = _read_rows(jsonl)
-    other = {r.get("fingerprint") for r in previous if r.get("family") == "codec"} - {
+    other = {r.get("fingerprint") for r in previous if r.get("family") in CODEC_FAMILIES} - {
         codec.fingerprint
     }
     if other:
@@ -503,7 +593,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for row in previous:
-        if _usable(row, metrics, rate, codec.fingerprint):
+        if _usable(row, metrics, rate, codec.fingerprint, noise):
             rows[(row["clip"], row["label"])] = row
 
     config = _Config(
@@ -515,6 +605,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         opus_backend=backend,
         sample_rate=rate,
         fingerprint=codec.fingerprint,
+        noise=noise,
     )
     unreadable: list[dict[str, str]] = []
     failures: list[dict[str, str]] = []
@@ -584,6 +675,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "codebook_size": codec.codebook_size,
         },
         "input": str(args.input),
+        "noise": noise,
         "metrics": list(metrics),
         "max_delay_ms": args.max_delay_ms,
         "baselines": {"opus": backend} if backend else {},

@@ -209,3 +209,75 @@ def test_missing_opus_tools_give_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # neither opus-tools nor ffmpeg on the PATH
     with pytest.raises(OpusUnavailableError, match="opus-tools"):
         opus_backend()
+
+
+def test_noisy_mix_is_deterministic_and_at_the_asked_snr():
+    from lit_codec.evaluate import noisy_mix
+
+    clean = 0.1 * np.sin(np.linspace(0, 400, 16000, dtype=np.float32))
+    noisy, reference = noisy_mix(clean, "clip-a", 5.0)
+    again, _ = noisy_mix(clean, "clip-a", 5.0)
+    other, _ = noisy_mix(clean, "clip-b", 5.0)
+    assert np.array_equal(noisy, again) and not np.array_equal(noisy, other)
+    assert np.array_equal(reference, clean)  # no peak over 1: the clean clip as it is
+    snr = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
+    assert snr == pytest.approx(5.0, abs=0.01)
+    loud, loud_reference = noisy_mix(8 * clean, "clip-a", 0.0, "white")  # peak above 1: scaled
+    assert np.abs(loud).max() == pytest.approx(1.0) and np.abs(loud_reference).max() < 1.0
+
+
+def test_evaluate_a_denoising_codec_on_noisy_inputs(checkpoint, clips, tmp_path, capsys):
+    import torch
+
+    from lit_codec import Codec
+    from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
+    from lit_codec.nn.configurable import module_config
+
+    torch.manual_seed(0)
+    generator = SEANetGenerator(
+        channels_enc=4, channels_dec=4, dimension=16, strides=(4, 8), dilations=(1,), film="encoder"
+    )
+    with torch.no_grad():  # the "denoise" entry of FiLM, no longer the identity
+        generator.film.embedding.weight[1].uniform_(0.5, 1.5)
+    rvq = ResidualVectorQuantizer(
+        dim=16, n_q=2, codebook_size=16, frame_rate=500.0, kmeans_init=False
+    )
+    config = {
+        "generator": module_config(generator),
+        "quantizer": module_config(rvq),
+        "sample_rate": 16000,
+    }
+    denoiser = Codec(generator, rvq, 16000, config).export(tmp_path / "denoiser.safetensors")
+    out = tmp_path / "report"
+    args = ["--ckpt", str(denoiser), "--input", str(clips), "--output", str(out), "--workers", "0",
+            "--metrics", "stoi,sisdr", "--noise-snr", "5", "--denoise"]  # fmt: skip
+    assert evaluate_main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["noise"] == {"snr_db": 5.0, "kind": "pink"}
+    systems = {s["label"]: s for s in report["systems"]}
+    assert list(systems) == ["noisy-input", "codec@2kbps", "codec+denoise@2kbps", "codec@4kbps",
+                             "codec+denoise@4kbps"]  # fmt: skip
+    # the uncoded mix scored against the clean clips: SI-SDR near the SNR asked for
+    assert systems["noisy-input"]["metrics"]["sisdr"]["mean"] == pytest.approx(5.0, abs=0.5)
+    assert systems["noisy-input"]["actual_kbps"] is None
+    flag_on, flag_off = (
+        systems[f"{f}@4kbps"]["metrics"]["sisdr"]["mean"] for f in ("codec+denoise", "codec")
+    )
+    assert flag_on != flag_off  # the flag reaches the codec
+    assert "pink noise at 5 dB SNR" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert evaluate_main(args) == 0  # resumed: every row reused
+    assert "0 evaluated now, 10 taken from" in capsys.readouterr().out
+    assert evaluate_main([*args[:-2], "10", "--denoise"]) == 0  # other inputs: nothing reused
+    assert "10 evaluated now, 0 taken from" in capsys.readouterr().out
+    no_flag = [
+        "--ckpt",
+        str(checkpoint),
+        "--input",
+        str(clips),
+        "--output",
+        str(tmp_path / "x"),
+        "--denoise",
+    ]
+    assert evaluate_main(no_flag) == 2
+    assert "not trained to denoise" in capsys.readouterr().err

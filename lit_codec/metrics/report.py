@@ -39,7 +39,7 @@ class System:
     """One point of a rate–distortion curve: the codec at a bitrate, or a baseline."""
 
     label: str  # "codec@3kbps", "opus@6kbps": the key of its rows
-    family: str  # "codec" or a baseline name ("opus")
+    family: str  # "codec", "codec+denoise", a baseline name ("opus") or "input" (uncoded)
     kbps: float  # the codec's bitrate, or the bitrate asked of the baseline
     n_q: int | None = None  # codebooks used (codec only)
 
@@ -141,6 +141,14 @@ def report_markdown(report: dict[str, Any]) -> str:
             if report["clips"]["unreadable"]
             else ""
         ),
+        *(
+            [
+                f"- inputs: the clips mixed with {report['noise']['kind']} noise at "
+                f"{report['noise']['snr_db']:g} dB SNR, scored against the clean clips"
+            ]
+            if report.get("noise")
+            else []
+        ),
         f"- constant delay removed by cross-correlation (up to {report['max_delay_ms']:g} ms); "
         "mean ± standard deviation over the clips each metric could score",
         "",
@@ -200,7 +208,12 @@ def plot_rate_distortion(report: dict[str, Any], path: str | os.PathLike) -> lis
     families: dict[str, list[dict[str, Any]]] = {}
     for s in report["systems"]:
         families.setdefault(s["family"], []).append(s)
-    names = {"codec": f"lit-codec ({report['codec']['fingerprint'][:8]})", "opus": "Opus"}
+    names = {
+        "codec": f"lit-codec ({report['codec']['fingerprint'][:8]})",
+        "codec+denoise": "lit-codec, denoising",
+        "opus": "Opus",
+        "input": "input, uncoded",
+    }
     for ax, metric in zip(axes, metrics):
         for family, systems in families.items():
             points = sorted(
