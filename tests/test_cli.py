@@ -254,24 +254,9 @@ def test_help_lists_every_command(capsys):
 
 
 def test_encode_and_decode_with_the_denoising_flag(trained_debug, tmp_path):
-    from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
-    from lit_codec.nn.configurable import module_config
+    from .tiny_codecs import export_denoising_codec
 
-    torch.manual_seed(0)
-    generator = SEANetGenerator(
-        channels_enc=4, channels_dec=4, dimension=16, strides=(2, 4), dilations=(1,), film="encoder"
-    )
-    with torch.no_grad():  # the "denoise" entry of FiLM, no longer the identity
-        generator.film.embedding.weight[1].uniform_(0.5, 1.5)
-    rvq = ResidualVectorQuantizer(
-        dim=16, n_q=2, codebook_size=16, frame_rate=1000.0, kmeans_init=False
-    )
-    config = {
-        "generator": module_config(generator),
-        "quantizer": module_config(rvq),
-        "sample_rate": 8000,
-    }
-    Codec(generator, rvq, 8000, config).export(tmp_path / "denoiser.safetensors")
+    export_denoising_codec(tmp_path / "denoiser.safetensors", 8000, (2, 4))
     codec = Codec.from_checkpoint(tmp_path / "denoiser.safetensors")
     wav = 0.3 * np.random.default_rng(0).standard_normal(4000).astype(np.float32)
     sf.write(tmp_path / "noisy.wav", wav, 8000)

@@ -227,27 +227,9 @@ def test_noisy_mix_is_deterministic_and_at_the_asked_snr():
 
 
 def test_evaluate_a_denoising_codec_on_noisy_inputs(checkpoint, clips, tmp_path, capsys):
-    import torch
+    from .tiny_codecs import export_denoising_codec
 
-    from lit_codec import Codec
-    from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
-    from lit_codec.nn.configurable import module_config
-
-    torch.manual_seed(0)
-    generator = SEANetGenerator(
-        channels_enc=4, channels_dec=4, dimension=16, strides=(4, 8), dilations=(1,), film="encoder"
-    )
-    with torch.no_grad():  # the "denoise" entry of FiLM, no longer the identity
-        generator.film.embedding.weight[1].uniform_(0.5, 1.5)
-    rvq = ResidualVectorQuantizer(
-        dim=16, n_q=2, codebook_size=16, frame_rate=500.0, kmeans_init=False
-    )
-    config = {
-        "generator": module_config(generator),
-        "quantizer": module_config(rvq),
-        "sample_rate": 16000,
-    }
-    denoiser = Codec(generator, rvq, 16000, config).export(tmp_path / "denoiser.safetensors")
+    denoiser = export_denoising_codec(tmp_path / "denoiser.safetensors", 16000, (4, 8))
     out = tmp_path / "report"
     args = ["--ckpt", str(denoiser), "--input", str(clips), "--output", str(out), "--workers", "0",
             "--metrics", "stoi,sisdr", "--noise-snr", "5", "--denoise"]  # fmt: skip
@@ -270,14 +252,6 @@ def test_evaluate_a_denoising_codec_on_noisy_inputs(checkpoint, clips, tmp_path,
     assert "0 evaluated now, 10 taken from" in capsys.readouterr().out
     assert evaluate_main([*args[:-2], "10", "--denoise"]) == 0  # other inputs: nothing reused
     assert "10 evaluated now, 0 taken from" in capsys.readouterr().out
-    no_flag = [
-        "--ckpt",
-        str(checkpoint),
-        "--input",
-        str(clips),
-        "--output",
-        str(tmp_path / "x"),
-        "--denoise",
-    ]
+    no_flag = [*args[:1], str(checkpoint), *args[2:5], str(tmp_path / "x"), "--denoise"]
     assert evaluate_main(no_flag) == 2
     assert "not trained to denoise" in capsys.readouterr().err
