@@ -186,7 +186,8 @@ class Codec(nn.Module):
         if at != side:
             raise ValueError(
                 f"this codec denoises when it {at}s (its FiLM layer is on the "
-                f"{'encoder output' if at == 'encode' else 'decoder input'}): pass denoise to {at}"
+                f"{'encoder output' if at == 'encode' else 'decoder input'}): pass denoise to {at} "
+                f"(`lit-codec {at} --denoise`)"
             )
         return torch.ones(batch, dtype=torch.long, device=device)
 
