@@ -173,22 +173,27 @@ class Codec(nn.Module):
             return None
         return "encode" if self.generator.film_position == "encoder" else "decode"
 
-    def _condition(self, denoise: bool, side: str, batch: int, device) -> torch.Tensor | None:
-        """The (B,) denoising flags for ``side`` (``"encode"``/``"decode"``), None for none."""
-        if not denoise:
-            return None
+    def require_denoising(self, side: str | None = None) -> None:
+        """Raise a ``ValueError`` that says what to do unless this codec takes ``denoise=True``
+        (at ``side``, ``"encode"`` or ``"decode"``, when given)."""
         at = self.denoises_at
         if at is None:
             raise ValueError(
                 "this codec was not trained to denoise (no FiLM denoising flag); train one with "
                 "recipes/codec/denoise_16khz.yaml"
             )
-        if at != side:
+        if side is not None and at != side:
             raise ValueError(
                 f"this codec denoises when it {at}s (its FiLM layer is on the "
                 f"{'encoder output' if at == 'encode' else 'decoder input'}): pass denoise to {at} "
                 f"(`lit-codec {at} --denoise`)"
             )
+
+    def _condition(self, denoise: bool, side: str, batch: int, device) -> torch.Tensor | None:
+        """The (B,) denoising flags for ``side`` (``"encode"``/``"decode"``), None for none."""
+        if not denoise:
+            return None
+        self.require_denoising(side)
         return torch.ones(batch, dtype=torch.long, device=device)
 
     def bitrates(self) -> list[float]:
@@ -269,8 +274,8 @@ class Codec(nn.Module):
     ) -> Iterator[CodecStream]:
         """A :class:`CodecStream` for chunk-by-chunk encoding and decoding (latency: one frame);
         ``denoise`` turns on the denoising flag wherever this codec reads it."""
-        if denoise and self.denoises_at is None:
-            self._condition(denoise, "encode", batch_size, self._device())  # raises
+        if denoise:
+            self.require_denoising()
         n_q = self.resolve_n_q(n_q, kbps)
         with torch.inference_mode(), streaming(self.generator, batch_size):
             yield CodecStream(self, n_q, batch_size, denoise)

@@ -220,6 +220,10 @@ def _codes_path(codes_dir: str, clip_id: str, n_q: int, family: str = "codec") -
     return Path(codes_dir) / f"{digest}_q{n_q}{tag}.npy"
 
 
+CODEC_FAMILIES = (
+    "codec",
+    "codec+denoise",
+)  # systems that run the codec (rows hold its fingerprint)
 NOISE_KINDS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # kind -> spectral exponent
 
 
@@ -231,15 +235,13 @@ def noisy_mix(
     training). The noise depends only on the clip's name: every run gets the same."""
     import torch
 
-    from lit_codec.nn.augment import colored_noise
+    from lit_codec.nn.augment import colored_noise, mix_at_snr
 
     seed = int(hashlib.sha1(clip_id.encode()).hexdigest()[:15], 16)
     generator = torch.Generator().manual_seed(seed)
-    noise = colored_noise((len(audio),), NOISE_KINDS[kind], generator=generator).numpy()  # (T,)
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    noisy = audio + noise.astype(np.float32) * np.float32(rms * 10 ** (-snr_db / 20))
-    peak = max(1.0, float(np.abs(noisy).max(initial=0.0)))
-    return (noisy / peak).astype(np.float32), (audio / peak).astype(np.float32)
+    noise = colored_noise((len(audio),), NOISE_KINDS[kind], generator=generator)  # (T,)
+    noisy, clean = mix_at_snr(torch.from_numpy(audio), noise, torch.tensor(float(snr_db)))
+    return noisy.numpy(), clean.numpy()
 
 
 def _process_clip(
@@ -260,7 +262,7 @@ def _process_clip(
         started = time.perf_counter()
         row: dict[str, Any] = {"clip": clip_id, "label": system.label, "family": system.family}
         row["noise"] = config.noise
-        if system.family in ("codec", "codec+denoise"):
+        if system.family in CODEC_FAMILIES:
             denoise = system.family == "codec+denoise"
             at_encode = denoise and codec.denoises_at == "encode"
             codes = codec.encode(audio, n_q=system.n_q, denoise=at_encode)  # (1, n_q, F)
@@ -333,9 +335,6 @@ def _usable(
     if row.get("noise") != noise:  # scored on other inputs
         return False
     return row.get("family") not in CODEC_FAMILIES or row.get("fingerprint") == fingerprint
-
-
-CODEC_FAMILIES = ("codec", "codec+denoise")
 
 
 # --------------------------------------------------------------------------- report
@@ -451,10 +450,8 @@ def _systems(
     systems: list[System] = []
     if noisy:
         systems.append(System("noisy-input", "input", 0.0))
-    if denoise and codec.denoises_at is None:
-        raise ValueError(
-            "--denoise: this codec was not trained to denoise (no FiLM denoising flag)"
-        )
+    if denoise:
+        codec.require_denoising()
     n_qs = range(1, codec.n_q + 1) if kbps is None else [codec.resolve_n_q(kbps=k) for k in kbps]
     for n_q in sorted(set(n_qs)):
         rate = codec.quantizer.kbps(n_q)

@@ -20,7 +20,7 @@ from torch import nn
 
 from lit_codec.nn.configurable import Configurable
 
-__all__ = ["NoisyBatch", "NoiseMixer", "colored_noise"]
+__all__ = ["NoisyBatch", "NoiseMixer", "colored_noise", "mix_at_snr"]
 
 NoiseKind = Literal["white", "pink", "brown", "babble"]
 
@@ -48,6 +48,18 @@ def colored_noise(
     spectrum = spectrum / freqs.pow(exponent / 2)
     noise = torch.fft.irfft(spectrum, n=shape[-1], dim=-1)
     return noise / noise.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-8)
+
+
+def mix_at_snr(
+    clean: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(noisy, clean)``: unit-RMS ``noise`` (..., T) added to ``clean`` (..., T) at
+    ``snr_db`` (broadcast over the leading dimensions), both divided by the mix's peak where
+    it exceeds 1 so the input stays within [-1, 1]."""
+    rms = clean.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (..., 1)
+    noisy = clean + noise * rms * 10 ** (-snr_db / 20)
+    peak = noisy.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    return noisy / peak, clean / peak
 
 
 class NoiseMixer(Configurable, nn.Module):
@@ -93,12 +105,8 @@ class NoiseMixer(Configurable, nn.Module):
         noise = self.noise(clean, kind)  # (B, 1, T), unit RMS
         lo, hi = self.snr_db
         snr = lo + (hi - lo) * torch.rand(b, 1, 1, device=device)  # (B, 1, 1)
-        rms = clean.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (B, 1, 1)
         noisy = torch.rand(b, device=device) < self.noisy_probability  # (B,)
-        scaled = noise * rms * 10 ** (-snr / 20) * noisy[:, None, None]
-        inputs = clean + scaled
-        peak = inputs.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)  # keep within [-1, 1]
-        inputs, clean_target = inputs / peak, clean / peak
+        inputs, clean_target = mix_at_snr(clean, noise * noisy[:, None, None], snr)
         condition = (torch.rand(b, device=device) < self.denoise_probability).float()  # (B,)
         targets = torch.where(condition[:, None, None] > 0, clean_target, inputs)
         return NoisyBatch(inputs, targets, condition, noisy)
