@@ -21,11 +21,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# Two workers, one thread each, in a random order (pytest-randomly prints the seed; rerun
+# an order with `--randomly-seed=N` or `--randomly-seed=last`; keep file order with `-p no:randomly`).
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not distributed"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not distributed"
 
 quickstart: $(STAMP)
 	$(PY) -m lit_codec.quickstart --workdir $(QUICKSTART_DIR)

@@ -1,5 +1,8 @@
 import os
+import random
+import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,9 +13,28 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
 
+def _test_seed(nodeid: str) -> int:
+    """A seed that depends on the test alone, not on which tests ran before it."""
+    return zlib.crc32(nodeid.encode())
+
+
 @pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+def _seed(request):
+    """Seed every global generator per test (torch, numpy, random): any order gives the same draws.
+
+    pytest-randomly shuffles the order in CI and reseeds ``random``/numpy before each test;
+    this fixture runs after it, so a test's numbers never depend on the shuffle.
+    """
+    seed = _test_seed(request.node.nodeid)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@pytest.fixture
+def generator(request) -> torch.Generator:
+    """A torch generator of the test's own, for code that takes ``generator=``."""
+    return torch.Generator().manual_seed(_test_seed(request.node.nodeid))
 
 
 @pytest.fixture(scope="session")

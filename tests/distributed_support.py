@@ -54,6 +54,23 @@ class DumpState(L.Callback):
         )
 
 
+class StepMarker(L.Callback):
+    """Writes ``<path>`` with the generator step after every training batch.
+
+    Lets a test act once training has really started (a loaded machine may need long to
+    import and set up), instead of after a fixed sleep.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with open(self.path + ".tmp", "w") as f:
+            f.write(str(pl_module.generator_step))
+        os.replace(self.path + ".tmp", self.path)
+
+
 def _full(tensor) -> torch.Tensor:
     """A plain CPU copy (gathering FSDP2 shards: a collective, so every rank calls it)."""
     tensor = tensor.detach()

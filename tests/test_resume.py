@@ -70,7 +70,7 @@ def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tmp_path, sampl
 
 
 def _popen(args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "lit_codec.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -143,12 +143,20 @@ def test_sigkill_at_any_moment_never_corrupts_last_ckpt(tmp_path, sample_shards)
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, sample_shards):
+    import json
+
+    marker = tmp_path / "step"
+    callbacks = json.loads(_checkpoint_every(1000))  # no periodic saves
+    callbacks.append({"class_path": "tests.distributed_support.StepMarker",
+                      "init_args": {"path": str(marker)}})  # fmt: skip
     args = _kill_args(sample_shards, tmp_path)
-    args[args.index("--trainer.callbacks") + 1] = _checkpoint_every(1000)  # no periodic saves
+    args[args.index("--trainer.callbacks") + 1] = json.dumps(callbacks)
     args[args.index("--trainer.max_steps") + 1] = "1000"
     proc = _popen(args, tmp_path)
-    time.sleep(20)
-    assert proc.poll() is None
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)  # until the first generator step is done, however busy the machine
+    assert proc.poll() is None and marker.exists(), proc.stderr.read()[-3000:]
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)

@@ -47,6 +47,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from lit_codec.nn.conv2d import conv2d
+
 __all__ = [
     "StreamingConv1d",
     "StreamingConvTranspose1d",
@@ -357,7 +359,7 @@ class StreamingConv1d(StreamingModule, nn.Conv1d):
         elif left < right:
             x = F.pad(x, (0, 0, left, right))  # (B, L + left + right, C_in)
             left = 0
-        y = F.conv2d(
+        y = conv2d(  # bf16-safe when one strided output frame remains (see lit_codec.nn.conv2d)
             x.transpose(1, 2).unsqueeze(2),  # (B, C, 1, L): channels last
             weight,
             self.bias,

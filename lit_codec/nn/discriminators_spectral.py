@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_codec.nn.configurable import Configurable
+from lit_codec.nn.conv2d import Conv2d
 from lit_codec.nn.discriminators import (
     DiscriminatorOutput,
     Norm,
@@ -116,7 +117,7 @@ class STFTDiscriminator(Configurable, nn.Module):
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.scale = _window_scale(win_length, normalized)
         self.negative_slope = negative_slope
-        self.conv_pre = normed_conv(nn.Conv2d(2, channels, 7, padding=3), norm)
+        self.conv_pre = normed_conv(Conv2d(2, channels, 7, padding=3), norm)
         blocks, ch, freq = [], channels, n_fft // 2 + 1
         for (s_t, s_f), mult in zip(strides, channel_mults):
             out = min(channels * mult, max_channels)
@@ -126,7 +127,7 @@ class STFTDiscriminator(Configurable, nn.Module):
             raise ValueError(f"n_fft={n_fft} leaves no frequency bins after strides {strides}")
         self.blocks = nn.ModuleList(blocks)
         self.min_frames = math.prod(s_t for s_t, _ in strides)
-        self.conv_post = normed_conv(nn.Conv2d(ch, 1, (1, freq)), norm)
+        self.conv_post = normed_conv(Conv2d(ch, 1, (1, freq)), norm)
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         """Waveform ``(B, 1, T)`` → logits ``(B, 1, frames', 1)``, one name ``"stft"``."""
@@ -159,11 +160,11 @@ class _STFTResBlock(Configurable, nn.Module):
         super().__init__()
         s_t, s_f = stride
         self.negative_slope = negative_slope
-        self.conv1 = normed_conv(nn.Conv2d(in_channels, in_channels, 3, padding=1), norm)
+        self.conv1 = normed_conv(Conv2d(in_channels, in_channels, 3, padding=1), norm)
         # Kernel s + 2, padding 1: output length floor(n / s) on both axes.
-        conv2 = nn.Conv2d(in_channels, out_channels, (s_t + 2, s_f + 2), (s_t, s_f), padding=1)
+        conv2 = Conv2d(in_channels, out_channels, (s_t + 2, s_f + 2), (s_t, s_f), padding=1)
         self.conv2 = normed_conv(conv2, norm)
-        self.shortcut = normed_conv(nn.Conv2d(in_channels, out_channels, 1, (s_t, s_f)), norm)
+        self.shortcut = normed_conv(Conv2d(in_channels, out_channels, 1, (s_t, s_f)), norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, T, F)`` → ``(B, C_out, T // s_t, F // s_f)``."""
@@ -256,17 +257,17 @@ class _STFTScale(Configurable, nn.Module):
         self.negative_slope = negative_slope
         k_t, k_f = kernel_size
         ch = min(channels, max_channels)
-        convs = [normed_conv(nn.Conv2d(2, ch, kernel_size, padding=(k_t // 2, k_f // 2)), norm)]
+        convs = [normed_conv(Conv2d(2, ch, kernel_size, padding=(k_t // 2, k_f // 2)), norm)]
         for i, d in enumerate(dilations):
             out = min(channels * filters_scale ** (i + 1), max_channels)
             pad = ((k_t - 1) * d // 2, (k_f - 1) // 2)
-            conv = nn.Conv2d(ch, out, kernel_size, stride, dilation=(d, 1), padding=pad)
+            conv = Conv2d(ch, out, kernel_size, stride, dilation=(d, 1), padding=pad)
             convs.append(normed_conv(conv, norm))
             ch = out
         out = min(channels * filters_scale ** (len(dilations) + 1), max_channels)
-        convs.append(normed_conv(nn.Conv2d(ch, out, k_t, padding=k_t // 2), norm))
+        convs.append(normed_conv(Conv2d(ch, out, k_t, padding=k_t // 2), norm))
         self.convs = nn.ModuleList(convs)
-        self.conv_post = normed_conv(nn.Conv2d(out, 1, k_t, padding=k_t // 2), norm)
+        self.conv_post = normed_conv(Conv2d(out, 1, k_t, padding=k_t // 2), norm)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Waveform ``(B, 1, T)`` → logits ``(B, 1, frames, F')`` and the feature maps."""
@@ -351,15 +352,13 @@ class _BandedSTFTScale(Configurable, nn.Module):
             raise ValueError(f"bands {bands} leave an empty band at window length {window_length}")
 
         def stack() -> nn.ModuleList:
-            convs = [nn.Conv2d(2, channels, (3, 9), (1, 1), padding=(1, 4))]
-            convs += [
-                nn.Conv2d(channels, channels, (3, 9), (1, 2), padding=(1, 4)) for _ in range(3)
-            ]
-            convs.append(nn.Conv2d(channels, channels, 3, padding=1))
+            convs = [Conv2d(2, channels, (3, 9), (1, 1), padding=(1, 4))]
+            convs += [Conv2d(channels, channels, (3, 9), (1, 2), padding=(1, 4)) for _ in range(3)]
+            convs.append(Conv2d(channels, channels, 3, padding=1))
             return nn.ModuleList(normed_conv(c, norm) for c in convs)
 
         self.band_convs = nn.ModuleList(stack() for _ in self.bands)
-        self.conv_post = normed_conv(nn.Conv2d(channels, 1, 3, padding=1), norm)
+        self.conv_post = normed_conv(Conv2d(channels, 1, 3, padding=1), norm)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Waveform ``(B, 1, T)`` → logits ``(B, 1, frames, F')`` and the feature maps."""

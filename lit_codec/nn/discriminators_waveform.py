@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_codec.nn.configurable import Configurable
+from lit_codec.nn.conv2d import Conv2d
 from lit_codec.nn.discriminators import (
     DiscriminatorOutput,
     Norm,
@@ -203,11 +204,11 @@ class _PeriodNet(Configurable, nn.Module):
         for i, mult in enumerate(channel_mults):
             out = min(channels * mult, max_channels)
             s = stride if i < len(channel_mults) - 1 else 1
-            conv = nn.Conv2d(ch, out, (kernel_size, 1), (s, 1), padding=(kernel_size // 2, 0))
+            conv = Conv2d(ch, out, (kernel_size, 1), (s, 1), padding=(kernel_size // 2, 0))
             convs.append(normed_conv(conv, norm))
             ch = out
         self.convs = nn.ModuleList(convs)
-        self.conv_post = normed_conv(nn.Conv2d(ch, 1, (3, 1), padding=(1, 0)), norm)
+        self.conv_post = normed_conv(Conv2d(ch, 1, (3, 1), padding=(1, 0)), norm)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Waveform ``(B, 1, T)`` → logits ``(B, 1, T', p)`` and the feature maps."""
