@@ -5,6 +5,7 @@ from lit_codec.nn.configurable import build_module, module_config
 from lit_codec.nn.losses import (
     AdversarialLoss,
     FeatureMatchingLoss,
+    MultiResolutionCompressedSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     WaveformL1Loss,
@@ -170,3 +171,82 @@ def test_feature_matching_by_hand_and_real_detached():
     assert torch.isfinite(feature_matching_loss(zero, [[torch.ones(3)]], relative=True))
     with pytest.raises(ValueError, match="shapes differ"):
         feature_matching_loss([[torch.zeros(2)]], [[torch.zeros(3)]])
+
+
+def _compressed_loss(**kwargs):
+    args = dict(fft_sizes=(128, 256), hop_sizes=(32, 64), win_lengths=(128, 200))
+    args.update(kwargs)
+    return MultiResolutionCompressedSTFTLoss(**args)
+
+
+def test_compressed_stft_loss_zero_for_identical_positive_for_different():
+    torch.manual_seed(4)
+    loss = _compressed_loss()
+    y = torch.randn(2, 1, T)
+    assert float(loss(y, y.clone())) == pytest.approx(0.0, abs=1e-10)
+    noisy = loss(y + 0.3 * torch.randn_like(y), y)
+    assert noisy.dim() == 0 and noisy.dtype == torch.float32 and noisy > 0.01
+    assert loss(y + 1.0 * torch.randn_like(y), y) > noisy
+    # The complex term sees phase: -y has y's magnitudes but opposite phase.
+    magnitude_only = _compressed_loss(magnitude_weight=1.0, complex_weight=0.0)
+    complex_only = _compressed_loss(magnitude_weight=0.0, complex_weight=1.0)
+    assert float(magnitude_only(-y, y)) == pytest.approx(0.0, abs=1e-6)
+    assert complex_only(-y, y) > 1.0
+
+
+def test_compressed_stft_loss_matches_hand_computation():
+    torch.manual_seed(5)
+    y, y_hat = torch.randn(2, 1, 1024), torch.randn(2, 1, 1024)
+    loss = MultiResolutionCompressedSTFTLoss(
+        fft_sizes=(128,), hop_sizes=(32,), win_lengths=(128,), power=0.3,
+        magnitude_weight=2.0, complex_weight=0.5, eps=1e-8,
+    )  # fmt: skip
+
+    def compressed(x):
+        spec = torch.stft(x[:, 0], 128, 32, 128, torch.hann_window(128), return_complex=True)
+        mag = (spec.abs().square() + 1e-8).sqrt()
+        return mag.pow(0.3), spec * mag.pow(0.3 - 1)
+
+    (m, c), (m_hat, c_hat) = compressed(y), compressed(y_hat)
+    expected = 2.0 * (m_hat - m).square().mean() + 0.5 * (c_hat - c).abs().square().mean()
+    torch.testing.assert_close(loss(y_hat, y), expected)
+
+
+def test_compressed_stft_loss_is_differentiable_at_silence():
+    loss = _compressed_loss()
+    silence = torch.zeros(2, 1, T)
+    y_hat = torch.zeros(2, 1, T, requires_grad=True)
+    value = loss(y_hat, silence)
+    value.backward()
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-10)
+    assert torch.isfinite(y_hat.grad).all()
+    # Sound against silence and silence against sound: finite, with a gradient.
+    y_hat = (0.1 * torch.randn(2, 1, T)).requires_grad_()
+    value = loss(y_hat, silence) + loss(silence, y_hat)
+    value.backward()
+    assert torch.isfinite(value) and value > 0
+    assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="eps > 0"):
+        _compressed_loss(eps=0.0)
+
+
+def test_compressed_stft_loss_under_bf16_autocast_and_rebuilt_from_config():
+    torch.manual_seed(6)
+    loss = _compressed_loss()
+    y = torch.randn(2, 1, T)
+    y_hat = (y + 0.2 * torch.randn_like(y)).requires_grad_()
+    ref = loss(y_hat, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        same = loss(y_hat, y)
+        low = loss(y_hat.bfloat16(), y.bfloat16())
+    assert same.dtype == torch.float32 and low.dtype == torch.float32
+    torch.testing.assert_close(same, ref)
+    assert torch.isfinite(low) and float(low.detach()) == pytest.approx(
+        float(ref.detach()), rel=0.05
+    )
+    low.backward()
+    assert torch.isfinite(y_hat.grad).all() and y_hat.grad.abs().sum() > 0
+    rebuilt = build_module(module_config(loss))
+    torch.testing.assert_close(rebuilt(y_hat, y), ref)
+    with pytest.raises(ValueError, match="same shape"):
+        loss(y_hat[..., :-1], y)
