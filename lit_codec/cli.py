@@ -7,8 +7,8 @@ Training (LightningCLI):
     lit-codec predict  --config ... --ckpt_path C
 
 Inference:
-    lit-codec encode --ckpt C --input a.wav --output a.npz [--kbps 3 | --n-q 6] [--chunk-ms 20]
-    lit-codec decode --ckpt C --input a.npz --output b.wav
+    lit-codec encode --ckpt C --input a.wav --output a.npz [--kbps 3 | --n-q 6] [--chunk-ms 20] [--threads 1]
+    lit-codec decode --ckpt C --input a.npz --output b.wav [--threads 1]
     lit-codec export --ckpt C --output codec.safetensors
     lit-codec info   --ckpt C
 
@@ -19,19 +19,29 @@ Evaluation:
 Recipes may start with ``extends: base.yaml`` (a path relative to the recipe, or a
 list of them): the named recipes are applied first, then this one on top, exactly
 as if each had been given with its own ``--config``.
+
+Exit status of the inference and evaluation commands (README.md, "Exit status"):
+0 done; 1 failed while running, or (``score``, ``evaluate``) done except for some inputs,
+each named on stderr; 2 nothing done: bad arguments or an input file of the wrong kind
+(the message names the file, what it looks like and what was expected); 130 interrupted.
+
+``encode``, ``decode``, ``score`` and ``evaluate`` run torch on ``--threads`` threads
+(default 1, or ``OMP_NUM_THREADS`` when set): on a small shared machine more threads make
+chunked coding many times slower, not faster.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-__all__ = ["expand_recipes", "main", "run_lightning"]
+__all__ = ["add_threads_argument", "expand_recipes", "main", "run_lightning", "set_threads"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 INFERENCE_COMMANDS = ("encode", "decode", "export", "info")
@@ -93,12 +103,19 @@ def _has_extends(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- LightningCLI
-def _hop(strides) -> int:
-    return int(math.prod(strides))
+def _hop(generator) -> int:
+    """Samples per frame of a generator's config: the product of its ``strides`` (SEANet)
+    or its ``hop_length`` (frame-rate generators such as ``ConvNeXtGenerator``)."""
+    init = generator.get("init_args") or {}
+    if init.get("strides") is not None:
+        return int(math.prod(init.get("strides")))
+    if init.get("hop_length") is not None:
+        return int(init.get("hop_length"))
+    raise ValueError(f"{generator.get('class_path')}: a generator needs `strides` or `hop_length`")
 
 
-def _frame_rate(sample_rate, strides) -> float:
-    return float(sample_rate) / _hop(strides)
+def _frame_rate(sample_rate, generator) -> float:
+    return float(sample_rate) / _hop(generator)
 
 
 def _make_cli_class():
@@ -108,12 +125,14 @@ def _make_cli_class():
         """LightningCLI with the values a codec recipe shares written once and linked."""
 
         def add_arguments_to_parser(self, parser) -> None:
-            gen = "model.init_args.generator.init_args"
+            gen = "model.init_args.generator"
             parser.link_arguments("model.init_args.sample_rate", "data.init_args.sample_rate")
-            parser.link_arguments(f"{gen}.strides", "data.init_args.hop_length", compute_fn=_hop)
-            parser.link_arguments(f"{gen}.dimension", "model.init_args.quantizer.init_args.dim")
+            parser.link_arguments(gen, "data.init_args.hop_length", compute_fn=_hop)
             parser.link_arguments(
-                ("model.init_args.sample_rate", f"{gen}.strides"),
+                f"{gen}.init_args.dimension", "model.init_args.quantizer.init_args.dim"
+            )
+            parser.link_arguments(
+                ("model.init_args.sample_rate", gen),
                 "model.init_args.quantizer.init_args.frame_rate",
                 compute_fn=_frame_rate,
             )
@@ -178,6 +197,12 @@ def run_lightning(args: list[str], run: bool = True):
     warnings.filterwarnings(
         "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
     )
+    # LightningCLI's own calls of APIs jsonargparse deprecated (add_instantiator, skip_none,
+    # instantiate_classes); ours make none. `python -W default` shows them again.
+    if not sys.warnoptions:
+        warnings.filterwarnings(
+            "ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli"
+        )
     # denormal floats (tiny activations late in training) are 10-100x slower on CPUs
     torch.set_flush_denormal(True)
 
@@ -208,6 +233,45 @@ def _print_config_with_derived(args: list[str]) -> None:
     describe = getattr(cli.model, "describe", None)
     if describe is not None:
         print("# derived: " + describe())
+
+
+# --------------------------------------------------------------------------- threads
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return n
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, per: str = "") -> None:
+    """Add ``--threads N`` (torch threads; see :func:`set_threads`) to a command's parser."""
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"torch threads{per} (default: 1, or OMP_NUM_THREADS when set). More pay only "
+        "for long files coded offline on idle cores: on a busy 2-core machine 20 ms chunks "
+        "ran 5-95x slower on 2 threads than on 1 (README.md)",
+    )
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when set to a whole number >= 1, else 1."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) >= 1 else 1
+
+
+def set_threads(threads: int | None) -> int:
+    """Run torch's operators on ``threads`` threads (None: :func:`default_threads`)."""
+    import torch
+
+    n = default_threads() if threads is None else int(threads)
+    torch.set_num_threads(n)
+    return n
 
 
 # --------------------------------------------------------------------------- inference commands
@@ -253,6 +317,8 @@ def _inference_parser() -> argparse.ArgumentParser:
     info.add_argument("--ckpt", required=True)
     for sp in (enc, dec, exp, info):
         sp.add_argument("--device", default="cpu")
+    for sp in (enc, dec):
+        add_threads_argument(sp)
     return p
 
 
@@ -262,6 +328,7 @@ def _encode(a) -> None:
 
     from lit_codec.codec import Codec, load_audio
 
+    set_threads(a.threads)
     codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
     wav = load_audio(a.input, codec.sample_rate)
     n_q = codec.resolve_n_q(a.n_q, a.kbps)
@@ -306,18 +373,18 @@ def _decode(a) -> None:
 
     from lit_codec.codec import Codec
 
-    try:
-        data = np.load(a.input, allow_pickle=False)
-        codes, fingerprint = data["codes"], str(data["fingerprint"])
-        num_samples = int(data["num_samples"])
-    except (OSError, KeyError, ValueError) as e:
-        raise SystemExit(
-            f"lit-codec decode: {a.input} is not a file written by `lit-codec encode` ({e})"
-        ) from None
+    set_threads(a.threads)
+    out = Path(a.output)
+    if out.suffix.lstrip(".").upper() not in sf.available_formats():
+        raise ValueError(
+            f"--output {out}: the extension names no audio format soundfile writes "
+            "(use .wav, .flac, .ogg, ...)"
+        )
+    codes, fingerprint, num_samples = _read_codes(a.input)
     codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
     if fingerprint != codec.fingerprint:
-        raise SystemExit(
-            f"lit-codec decode: {a.input} was encoded by codec {fingerprint}, but {a.ckpt} is codec "
+        raise ValueError(
+            f"{a.input} was encoded by codec {fingerprint}, but {a.ckpt} is codec "
             f"{codec.fingerprint}; decode it with the checkpoint that encoded it"
         )
     codes_t = torch.from_numpy(codes.astype(np.int64))[None]  # (1, n_q, F)
@@ -334,12 +401,51 @@ def _decode(a) -> None:
     else:
         audio = codec.decode(codes_t, denoise=a.denoise)
     audio = audio[0, 0, :num_samples].cpu().numpy()
-    out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(out, np.clip(audio, -1, 1), codec.sample_rate)
     print(
         f"decoded {a.input} -> {out}: {len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz"
     )
+
+
+CODES_KEYS = ("codes", "fingerprint", "num_samples")  # what decoding needs of an .npz
+
+
+def _read_codes(path: str) -> tuple[Any, str, int]:
+    """``(codes (n_q, frames), fingerprint, num_samples)`` of an .npz written by ``encode``;
+    a ``ValueError`` that names the file, what it looks like and what was expected otherwise
+    (never by unpickling: NumPy object arrays are refused)."""
+    import numpy as np
+
+    from lit_codec.sniff import KINDS, file_kind
+
+    expected = "expected an .npz written by `lit-codec encode`"
+    kind = file_kind(path)
+    if kind == "missing":
+        raise FileNotFoundError(f"{path} does not exist ({expected})")
+    if kind != "npz":
+        raise ValueError(f"{path} looks like {KINDS[kind]}, not codes: {expected}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in CODES_KEYS if k in data.files}
+    except Exception:  # object arrays (NumPy would unpickle them), damaged members
+        raise ValueError(
+            f"{path} is a NumPy .npz archive whose arrays cannot be read as codes "
+            f"(lit-codec writes plain arrays and never unpickles): {expected}"
+        ) from None
+    missing = [k for k in CODES_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} is a NumPy .npz archive without {', '.join(missing)}, not codes: {expected}"
+        )
+    codes, fingerprint = arrays["codes"], str(arrays["fingerprint"])
+    num_samples = int(arrays["num_samples"])
+    if codes.ndim != 2 or codes.dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: 'codes' is a {codes.dtype} array of shape {codes.shape}, not "
+            f"(codebooks, frames) integers: {expected}"
+        )
+    return codes, fingerprint, num_samples
 
 
 def _export(a) -> None:
@@ -385,8 +491,17 @@ quality:
   evaluate   rate-distortion report of a codec over clips (PESQ, STOI, ViSQOL, ...; --baseline opus)
   score      score degraded audio against references (files, or two folders paired by name)
 
+exit status: 0 done; 1 failed while running (score, evaluate: done but for inputs named on
+stderr); 2 bad arguments or an input of the wrong kind, nothing done
+
 recipes: recipes/README.md; data preparation: python data_prep/make_audio_shards.py --help
 """
+
+
+def _exit(message: str, status: int) -> NoReturn:
+    """Print ``message`` on stderr and exit with ``status`` (see the module docstring)."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def main(args: list[str] | None = None):
@@ -413,12 +528,14 @@ def main(args: list[str] | None = None):
         ]
         try:
             handler(parsed)
-        except (ValueError, FileNotFoundError) as e:
-            raise SystemExit(f"lit-codec {parsed.command}: {e}") from None
+        except (ValueError, FileNotFoundError) as e:  # bad arguments or input: nothing done
+            _exit(f"lit-codec {parsed.command}: {e}", 2)
+        except OSError as e:  # writing the output, reading a device: failed while running
+            _exit(f"lit-codec {parsed.command}: {e}", 1)
         return None
     if args and args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
         known = LIGHTNING_COMMANDS + INFERENCE_COMMANDS + EVALUATION_COMMANDS
-        raise SystemExit(f"lit-codec: unknown command {args[0]!r}; use one of {', '.join(known)}")
+        _exit(f"lit-codec: unknown command {args[0]!r}; use one of {', '.join(known)}", 2)
     expanded = expand_recipes(args)
     if any(a.startswith("--print_config") for a in expanded):
         _print_config_with_derived(expanded)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,9 @@ from torch import nn
 
 from lit_codec.nn.configurable import build_module
 from lit_codec.nn.conv import fold_weight_norm, streaming
+from lit_codec.sniff import KINDS, file_kind
 
-__all__ = ["Codec", "CodecStream", "load_audio"]
+__all__ = ["EXPECTED_CHECKPOINT", "Codec", "CodecStream", "load_audio", "not_a_checkpoint"]
 
 FORMAT = "lit-codec/codec"
 
@@ -74,46 +76,30 @@ class Codec(nn.Module):
     def from_checkpoint(
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", trust: bool = False
     ) -> Codec:
-        """Load a Lightning checkpoint of :class:`~lit_codec.models.CodecGAN` or an exported file."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        if path.is_dir():  # a sharded (FSDP) checkpoint: consolidate it in memory
-            config, state = _load_sharded(path)
-            folded = False
-        elif path.suffix == ".safetensors":
-            from safetensors import safe_open
-            from safetensors.torch import load_file
+        """Load a codec from a Lightning checkpoint of :class:`~lit_codec.models.CodecGAN`
+        (``.ckpt``), an export (``.safetensors``) or a sharded checkpoint folder, told apart
+        by their content.
 
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a lit-codec codec export")
-            config = json.loads(meta["config"])
-            state = load_file(str(path), device=str(map_location))
-            folded = True
+        Raises:
+            FileNotFoundError: nothing exists at ``path``.
+            ValueError: ``path`` is not a codec checkpoint (the message says what it looks
+                like and what was expected), or holds objects it cannot load safely.
+        """
+        path = Path(path)
+        kind = file_kind(path)
+        if kind == "missing":
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if kind == "folder":  # a sharded (FSDP) checkpoint: consolidate it in memory
+            config, state = _load_sharded(path)
+        elif kind == "safetensors":
+            config, state = _load_export(path, map_location)
+        elif kind in ("torch", "pickle"):
+            config, state = _load_lightning(path, map_location, kind)
         else:
-            try:
-                ckpt = torch.load(path, map_location=map_location, weights_only=True)
-            except Exception as e:
-                raise ValueError(
-                    f"cannot load {path} safely (weights_only=True): {e}. Export the codec with "
-                    "`lit-codec export` in the environment that trained it."
-                ) from None
-            if "lit_codec" not in ckpt or "codec" not in ckpt["lit_codec"]:
-                raise ValueError(
-                    f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)"
-                )
-            config = ckpt["lit_codec"]["codec"]
-            state = {
-                k: v
-                for k, v in ckpt["state_dict"].items()
-                if k.startswith(("generator.", "quantizer."))
-            }
-            folded = False
+            raise ValueError(not_a_checkpoint(path, f"looks like {KINDS[kind]}"))
         generator = build_module(config["generator"], trust=trust)
         quantizer = build_module(config["quantizer"], trust=trust)
-        if folded:  # exports hold inference weights (weight norm folded)
+        if kind == "safetensors":  # exports hold inference weights (weight norm folded)
             fold_weight_norm(generator)
             fold_weight_norm(quantizer)
         holder = nn.ModuleDict({"generator": generator, "quantizer": quantizer})
@@ -127,8 +113,10 @@ class Codec(nn.Module):
         )
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Write the codec as ``.safetensors`` (weights + configuration), loadable by :meth:`from_checkpoint`."""
-        from safetensors.torch import save_file
+        """Write the codec as ``.safetensors`` (weights + configuration), loadable by
+        :meth:`from_checkpoint`. The file replaces ``path`` atomically and gets the mode of
+        any new file (``0o666`` less the umask)."""
+        from safetensors.torch import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,9 +126,19 @@ class Codec(nn.Module):
             "config": json.dumps(self.config),
             "fingerprint": self.fingerprint,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        # safetensors' save_file writes through a private (0600) temporary file: serialise
+        # here and write with open(), which creates files as every other output is created
+        data = save(state, metadata=meta)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return path
 
     # ------------------------------------------------------------------ properties
@@ -319,6 +317,71 @@ class CodecStream:
         return self.codec.generator.decode(latent, self._decode_condition)
 
 
+EXPECTED_CHECKPOINT = (
+    "a Lightning .ckpt of CodecGAN (runs/<recipe>/checkpoints/last.ckpt), a .safetensors "
+    "written by `lit-codec export`, or a sharded checkpoint folder"
+)
+
+
+def not_a_checkpoint(path: str | os.PathLike, what: str) -> str:
+    """``"<path> <what>, not a codec checkpoint: expected ..."``, for every refusal alike."""
+    return f"{path} {what}, not a codec checkpoint: expected {EXPECTED_CHECKPOINT}"
+
+
+def _load_export(
+    path: Path, map_location: str | torch.device
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and (folded) state of a ``.safetensors`` written by :meth:`Codec.export`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # a damaged header
+        raise ValueError(
+            not_a_checkpoint(path, f"is a safetensors file that cannot be read ({e})")
+        ) from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ValueError(
+            not_a_checkpoint(path, "is a safetensors file without lit-codec's metadata")
+        )
+    return json.loads(meta["config"]), load_file(str(path), device=str(map_location))
+
+
+def _load_lightning(
+    path: Path, map_location: str | torch.device, kind: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and generator/quantizer state of a Lightning checkpoint, unpickling only
+    tensors and plain values (``weights_only=True``)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # its protocol warning precedes the error below
+            warnings.filterwarnings("ignore", message=r".*Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load's errors on foreign pickles have many types
+        if kind == "pickle":  # a pickle, but not one torch.save wrote
+            raise ValueError(
+                not_a_checkpoint(path, f"looks like {KINDS[kind]} that cannot be loaded safely")
+            ) from None
+        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if unsupported or "Weights only load failed" in str(e):
+            what = f"objects of type {unsupported.group(1)}" if unsupported else "Python objects"
+            what = f"is a PyTorch checkpoint holding {what}, which lit-codec never unpickles"
+        else:  # a damaged file (a truncated zip, ...)
+            what = f"is a PyTorch checkpoint that cannot be read ({str(e).splitlines()[0]})"
+        raise ValueError(not_a_checkpoint(path, what)) from None
+    if not isinstance(ckpt, dict) or "codec" not in ckpt.get("lit_codec", {}):
+        raise ValueError(
+            not_a_checkpoint(path, "is a PyTorch checkpoint without a codec configuration")
+        )
+    state = {
+        k: v for k, v in ckpt["state_dict"].items() if k.startswith(("generator.", "quantizer."))
+    }
+    return ckpt["lit_codec"]["codec"], state
+
+
 def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Config and full generator/quantizer state of a sharded Lightning checkpoint folder.
 
@@ -335,11 +398,11 @@ def _load_sharded(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     recover_checkpoint(path)
     meta_file = path / "meta.pt"
     if not meta_file.is_file():
-        raise ValueError(f"{path} is a folder but not a sharded lit-codec checkpoint (no meta.pt)")
+        raise ValueError(not_a_checkpoint(path, "is a folder without meta.pt"))
     meta = torch.load(meta_file, map_location="cpu", weights_only=True)
-    if "lit_codec" not in meta:
+    if not isinstance(meta, dict) or "codec" not in meta.get("lit_codec", {}):
         raise ValueError(
-            f"{path} is not a lit-codec codec checkpoint (no codec configuration in it)"
+            not_a_checkpoint(path, "is a checkpoint folder without a codec configuration")
         )
     with tempfile.TemporaryDirectory() as tmp:
         dcp_to_torch_save(str(path), f"{tmp}/full.pt")

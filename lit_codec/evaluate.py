@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from lit_codec.cli import add_threads_argument, set_threads
 from lit_codec.metrics.functional import METRICS, align, check_metric_names, score_pair
 from lit_codec.metrics.report import (
     System,
@@ -80,6 +81,7 @@ class _Config:
     sample_rate: int = 0
     fingerprint: str = ""
     noise: dict[str, Any] | None = None  # {"snr_db": float, "kind": str}: inputs are noisy mixes
+    threads: int = 1  # torch threads of each worker process
 
 
 # --------------------------------------------------------------------------- clips
@@ -203,12 +205,10 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(config: _Config, codec: Any = None) -> None:
-    import torch
-
     if codec is None:
-        torch.set_num_threads(1)
         from lit_codec.codec import Codec
 
+        set_threads(config.threads)
         codec = Codec.from_checkpoint(config.ckpt, map_location=config.device)
     _STATE["codec"] = codec
     _STATE["config"] = config
@@ -429,6 +429,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also evaluate the codec with its denoising flag on (codec+denoise@...)",
     )
     p.add_argument("--device", default="cpu", help="device the codec runs on")
+    add_threads_argument(p, per=" per process (this one and each worker)")
     return p
 
 
@@ -530,7 +531,6 @@ def evaluate_main(argv: list[str]) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from lit_codec.baselines import opus_backend
@@ -542,7 +542,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise RuntimeError(
             "the rate–distortion plot needs matplotlib: pip install matplotlib"
         ) from None
-    torch.set_num_threads(1)
+    threads = set_threads(args.threads)
     codec = Codec.from_checkpoint(args.ckpt, map_location=args.device)
     rate = codec.sample_rate
     default_metrics = [
@@ -603,6 +603,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         sample_rate=rate,
         fingerprint=codec.fingerprint,
         noise=noise,
+        threads=threads,
     )
     unreadable: list[dict[str, str]] = []
     failures: list[dict[str, str]] = []

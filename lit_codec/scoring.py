@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lit_codec.cli import add_threads_argument, set_threads
 from lit_codec.metrics.functional import METRICS, align, check_metric_names, score_pair
 from lit_codec.metrics.report import format_table, summarize
 
@@ -168,10 +169,8 @@ def _score_job(job: tuple[str, str, str, tuple[str, ...], float]) -> PairResult 
         return str(e)
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+def _worker_init(threads: int) -> None:
+    set_threads(threads)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes for folders (default: 1, in this process)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_threads_argument(p, per=" per process")
     return p
 
 
@@ -213,6 +213,7 @@ def score_main(argv: list[str]) -> int:
     reported); 2: nothing could be scored (bad arguments, unreadable single pair).
     """
     args = _parser().parse_args(argv)
+    threads = set_threads(args.threads)
     try:
         metrics = check_metric_names([m.strip() for m in args.metrics.split(",") if m.strip()])
     except ValueError as e:
@@ -239,7 +240,10 @@ def score_main(argv: list[str]) -> int:
     if args.workers > 1 and len(work) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            min(args.workers, len(work)), mp_context=context, initializer=_worker_init
+            min(args.workers, len(work)),
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(threads,),
         ) as pool:
             outcomes = list(pool.map(_score_job, work))
     else:

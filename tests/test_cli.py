@@ -1,4 +1,5 @@
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import soundfile as sf
 import torch
 
 from lit_codec.cli import expand_recipes, main, run_lightning
-from lit_codec.codec import Codec
+from lit_codec.codec import EXPECTED_CHECKPOINT, Codec
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -163,7 +164,16 @@ def test_encode_decode_round_trip_and_streaming_codes(trained_debug, tmp_path):
     assert out_rate == 16000 and len(decoded) == len(audio) and np.isfinite(decoded).all()
 
 
-def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path):
+def _refused(args: list[str], capsys) -> str:
+    """Run ``lit-codec *args``, which must refuse its input (exit status 2); returns stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path, capsys):
     main(
         [
             "encode",
@@ -181,34 +191,16 @@ def test_decoding_with_another_codec_is_refused(trained_debug, tmp_path):
     other._fingerprint = "changed"
     other.config = dict(other.config)
     path = other.export(tmp_path / "other.safetensors")
-    with pytest.raises(SystemExit, match="encoded by codec"):
-        main(
-            [
-                "decode",
-                "--ckpt",
-                str(path),
-                "--input",
-                str(tmp_path / "a.npz"),
-                "--output",
-                str(tmp_path / "b.wav"),
-            ]
-        )
+    args = ["decode", "--ckpt", str(path), "--input", str(tmp_path / "a.npz"), "--output",
+            str(tmp_path / "b.wav")]  # fmt: skip
+    assert "encoded by codec" in _refused(args, capsys)
 
 
-def test_unreadable_input_gives_a_clear_error(trained_debug, tmp_path):
+def test_unreadable_input_gives_a_clear_error(trained_debug, tmp_path, capsys):
     (tmp_path / "notes.wav").write_text("not audio at all\n" * 10)
-    with pytest.raises(SystemExit, match=r"notes.wav.*not audio"):
-        main(
-            [
-                "encode",
-                "--ckpt",
-                str(trained_debug),
-                "--input",
-                str(tmp_path / "notes.wav"),
-                "--output",
-                str(tmp_path / "x.npz"),
-            ]
-        )
+    args = ["encode", "--ckpt", str(trained_debug), "--input", str(tmp_path / "notes.wav"),
+            "--output", str(tmp_path / "x.npz")]  # fmt: skip
+    assert re.search(r"notes.wav.*not audio", _refused(args, capsys))
 
 
 def test_export_round_trip(trained_debug, tmp_path):
@@ -220,10 +212,11 @@ def test_export_round_trip(trained_debug, tmp_path):
     assert torch.equal(codec.encode(wav), exported.encode(wav))
 
 
-def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shards, tmp_path):
+def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shards):
+    run = trained_debug.parent.parent  # the run's own folder: its checkpoint callback matches
     cli = run_lightning(expand_recipes(["--config", str(REPO / "recipes/codec/debug.yaml"), "--data.root", str(sample_shards),
                                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-                                        "--trainer.default_root_dir", str(tmp_path), "--data.num_workers", "0"]),
+                                        "--trainer.default_root_dir", str(run), "--data.num_workers", "0"]),
                         run=False)  # fmt: skip
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     (val,) = trainer.validate(model, datamodule=data, ckpt_path=str(trained_debug))
@@ -249,11 +242,10 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as stop:  # no command: the overview, and a usage error
         main([])
     assert stop.value.code == 2 and "encode" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown command 'encdoe'"):
-        main(["encdoe"])
+    assert "unknown command 'encdoe'" in _refused(["encdoe"], capsys)
 
 
-def test_encode_and_decode_with_the_denoising_flag(trained_debug, tmp_path):
+def test_encode_and_decode_with_the_denoising_flag(trained_debug, tmp_path, capsys):
     from .tiny_codecs import export_denoising_codec
 
     export_denoising_codec(tmp_path / "denoiser.safetensors", 8000, (2, 4))
@@ -271,19 +263,116 @@ def test_encode_and_decode_with_the_denoising_flag(trained_debug, tmp_path):
         expected = codec.encode(torch.from_numpy(wav), denoise=True)[0]  # (n_q, frames)
         assert np.array_equal(data["codes"], expected.numpy())
         assert not np.array_equal(data["codes"], codec.encode(torch.from_numpy(wav))[0].numpy())
-    with pytest.raises(SystemExit, match="pass denoise to encode"):  # its FiLM is in the encoder
-        main(
-            [
-                "decode",
-                "--ckpt",
-                ckpt,
-                "--input",
-                str(out),
-                "--output",
-                str(tmp_path / "x.wav"),
-                "--denoise",
-            ]
-        )
-    with pytest.raises(SystemExit, match="not trained to denoise"):
-        main(["encode", "--ckpt", str(trained_debug), "--input", noisy, "--output", str(tmp_path / "y.npz"),
-              "--denoise"])  # fmt: skip
+    decode = ["decode", "--ckpt", ckpt, "--input", str(out), "--output", str(tmp_path / "x.wav"),
+              "--denoise"]  # fmt: skip
+    assert "pass denoise to encode" in _refused(decode, capsys)  # its FiLM is in the encoder
+    encode = ["encode", "--ckpt", str(trained_debug), "--input", noisy, "--output",
+              str(tmp_path / "y.npz"), "--denoise"]  # fmt: skip
+    assert "not trained to denoise" in _refused(encode, capsys)
+
+
+@pytest.fixture
+def tiny_export(tmp_path):
+    """An exported tiny codec (8 kHz) and a WAV clip of its rate."""
+    from .tiny_codecs import export_denoising_codec
+
+    export = export_denoising_codec(tmp_path / "codec.safetensors", 8000, (2, 4))
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, 0.1 * np.sin(np.arange(4000) / 7.0), 8000)
+    return export, wav
+
+
+def test_decode_names_a_file_that_is_not_codes(tiny_export, tmp_path, capsys):
+    export, wav = tiny_export
+    no_keys, objects = tmp_path / "no_keys.npz", tmp_path / "objects.npz"
+    np.savez(no_keys, codes=np.zeros((2, 5), np.int16))
+    np.savez(
+        objects, codes=np.array([{"run": "me"}], dtype=object), fingerprint="x", num_samples=5
+    )  # fmt: skip  (an array NumPy would have to unpickle)
+    expected = {
+        wav: "looks like a WAV audio file, not codes",
+        no_keys: "is a NumPy .npz archive without fingerprint, num_samples, not codes",
+        objects: "never unpickles",
+        tmp_path / "missing.npz": "does not exist",
+    }
+    for path, looks in expected.items():
+        args = ["decode", "--ckpt", str(export), "--input", str(path), "--output",
+                str(tmp_path / "out.wav")]  # fmt: skip
+        err = _refused(args, capsys)
+        assert f"lit-codec decode: {path} " in err and looks in err, err
+        assert "expected an .npz written by `lit-codec encode`" in err
+        assert "allow_pickle" not in err  # never the advice to load it unsafely
+    assert not (tmp_path / "out.wav").exists()
+
+
+def _bad_inputs(tmp_path, export, wav) -> dict[str, tuple[list[str], Path]]:
+    """Per command: arguments with one input of the wrong kind, and that input."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio, not a codec\n")
+    out = tmp_path / "out"
+    return {
+        "encode": (["--ckpt", str(wav), "--input", str(wav), "--output", f"{out}.npz"], wav),
+        "decode": (["--ckpt", str(export), "--input", str(wav), "--output", f"{out}.wav"], wav),
+        "export": (["--ckpt", str(wav), "--output", f"{out}.safetensors"], wav),
+        "info": (["--ckpt", str(notes)], notes),
+        "evaluate": (["--ckpt", str(wav), "--input", str(wav), "--output", str(out)], wav),
+        "score": (["--reference", str(wav), "--degraded", str(notes)], notes),
+    }
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "export", "info", "evaluate", "score"])
+def test_every_command_refuses_bad_input_with_status_2(command, tiny_export, tmp_path, capsys):
+    args, bad = _bad_inputs(tmp_path, *tiny_export)[command]
+    err = _refused([command, *args], capsys)
+    assert err.startswith(f"lit-codec {command}: ") and str(bad) in err, err
+    assert "Traceback" not in err
+
+
+def test_the_console_script_exits_2_and_says_why(tiny_export, tmp_path):
+    import subprocess
+    import sys
+
+    args, bad = _bad_inputs(tmp_path, *tiny_export)["info"]
+    done = subprocess.run([sys.executable, "-m", "lit_codec.cli", "info", *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == f"lit-codec info: {bad} looks like a text file, not a codec checkpoint: expected {EXPECTED_CHECKPOINT}\n"
+    )
+
+
+def test_an_output_that_cannot_be_written_exits_1(tiny_export, tmp_path, capsys):
+    export, _ = tiny_export
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where a folder should go")
+    with pytest.raises(SystemExit) as stop:
+        main(["export", "--ckpt", str(export), "--output", str(blocker / "codec.safetensors")])
+    assert stop.value.code == 1  # failed while running, not bad input
+    assert str(blocker) in capsys.readouterr().err
+
+
+def test_threads_option(tiny_export, tmp_path, monkeypatch, capsys):
+    from lit_codec.cli import default_threads
+
+    export, wav = tiny_export
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    try:
+        main(["encode", "--ckpt", str(export), "--input", str(wav), "--output",
+              str(tmp_path / "a.npz"), "--chunk-ms", "20", "--threads", "2"])  # fmt: skip
+        assert torch.get_num_threads() == 2
+        main(["decode", "--ckpt", str(export), "--input", str(tmp_path / "a.npz"), "--output",
+              str(tmp_path / "a.wav")])  # fmt: skip
+        assert torch.get_num_threads() == 3  # OMP_NUM_THREADS without --threads
+    finally:
+        torch.set_num_threads(1)
+    for command, (args, _) in _bad_inputs(tmp_path, *tiny_export).items():
+        if command in ("export", "info"):  # no computation to spread
+            continue
+        with pytest.raises(SystemExit) as stop:  # argparse: a usage error
+            main([command, *args, "--threads", "0"])
+        assert stop.value.code == 2
+        assert "--threads: expected a whole number >= 1, not '0'" in capsys.readouterr().err

@@ -1,9 +1,17 @@
 """The inference API: lit_codec.Codec (offline, streaming, several streams at once)."""
 
+import os
+import stat
+from fractions import Fraction
+
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from safetensors.torch import save_file
 
 from lit_codec import Codec
+from lit_codec.codec import EXPECTED_CHECKPOINT
 from lit_codec.nn import ResidualVectorQuantizer, SEANetGenerator
 
 RATE, HOP = 8000, 8
@@ -143,3 +151,57 @@ def test_a_codec_without_denoising_flag_refuses_denoise():
     with pytest.raises(ValueError, match="not trained to denoise"):
         with codec.streaming(denoise=True):
             pass
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_export_gets_the_mode_of_any_new_file(tmp_path, umask):
+    from .tiny_codecs import export_denoising_codec
+
+    previous = os.umask(umask)
+    try:
+        path = export_denoising_codec(tmp_path / "codec.safetensors", RATE, (2, 4))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not safetensors' private 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["codec.safetensors"]  # no temporary left
+    assert Codec.from_checkpoint(path).n_q == 2
+
+
+def _not_a_codec(kind: str, path):
+    """Write a file of ``kind`` that is not a codec checkpoint; returns what it looks like."""
+    if kind == "wav":
+        sf.write(path, np.zeros(800), 8000, format="WAV")
+        return "looks like a WAV audio file"
+    if kind == "text":
+        path.write_text("codec: please\n")
+        return "looks like a text file"
+    if kind == "npz":
+        with open(path, "wb") as f:
+            np.savez(f, codes=np.zeros((3, 4), np.int16))
+        return "looks like a NumPy .npz archive"
+    if kind == "safetensors":
+        save_file({"w": torch.zeros(2)}, str(path))
+        return "is a safetensors file without lit-codec's metadata"
+    if kind == "tensor":
+        torch.save(torch.zeros(2), path)
+        return "is a PyTorch checkpoint without a codec configuration"
+    if kind == "objects":
+        torch.save({"state_dict": {}, "lr": Fraction(1, 3)}, path)
+        return "is a PyTorch checkpoint holding objects of type fractions.Fraction, which lit-codec never unpickles"
+    path.mkdir()
+    return "is a folder without meta.pt"
+
+
+@pytest.mark.parametrize(
+    "kind", ["wav", "text", "npz", "safetensors", "tensor", "objects", "folder"]
+)
+def test_a_file_that_is_no_codec_is_named_with_what_it_looks_like(kind, tmp_path):
+    path = tmp_path / "last.ckpt"
+    looks = _not_a_codec(kind, path)
+    with pytest.raises(ValueError) as error:
+        Codec.from_checkpoint(path)
+    message = str(error.value)
+    assert message.startswith(f"{path} {looks}, not a codec checkpoint: expected ")
+    assert EXPECTED_CHECKPOINT in message  # .ckpt of CodecGAN, export, sharded folder
+    for loader_internals in ("pop from empty list", "allow_pickle", "weights_only=False"):
+        assert loader_internals not in message

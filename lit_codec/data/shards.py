@@ -102,10 +102,15 @@ def iter_tar_samples(urls: Sequence[str], handler: Callable[[Exception], bool]) 
     ``handler(exc)`` is called for a shard or member that cannot be read; return
     True to skip it and go on (the stream then continues with the next sample).
     """
-    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-    stream = wds.tarfile_samples([{"url": u} for u in urls], handler=handler)
-    yield from stream
+    # webdataset's tarfile_samples, one shard at a time, so that each shard's file is closed
+    # when its samples end or the consumer stops early (no unclosed-file ResourceWarning).
+    for source in url_opener([{"url": u} for u in urls], handler=handler):
+        try:
+            yield from group_by_keys(tar_file_expander([source], handler=handler), handler=handler)
+        finally:
+            source["stream"].close()
 
 
 def decode_audio_sample(sample: dict) -> tuple[np.ndarray, int, dict]:

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -300,9 +304,44 @@ def _visqol_api(mode: str) -> VisqolApi:
         # it warns on every call for rates above 16 kHz in speech mode, which we do on purpose
         logging.getLogger("visqol.visqol_manager").setLevel(logging.ERROR)
         api = VisqolApi()
-        api.create(mode=mode, use_lattice_model=True if mode == "speech" else None)
+        with native_stderr_without(TFLITE_DELEGATE_NOTICE):
+            api.create(mode=mode, use_lattice_model=True if mode == "speech" else None)
         _VISQOL[mode] = api
     return api
+
+
+# TensorFlow Lite's C++ logger writes this on creating the lattice mapper's interpreter; no
+# environment variable or Python logger reaches it.
+TFLITE_DELEGATE_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextmanager
+def native_stderr_without(*prefixes: bytes) -> Iterator[None]:
+    """Run the block with the process's standard error (file descriptor 2, which native
+    libraries write to) captured, then write every captured line back to it except those
+    that start with one of ``prefixes``. Without a usable descriptor 2, runs it as it is."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, AttributeError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().splitlines(keepends=True)
+            kept = b"".join(line for line in lines if not line.startswith(prefixes))
+            if kept:
+                os.write(2, kept)
 
 
 def visqol_score(

@@ -2,6 +2,9 @@
 0.01) of the pairs shipped in tests/metrics/data (see its README)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import soundfile as sf
 import torch
 
 from lit_codec.metrics import ViSQOL
-from lit_codec.metrics.functional import visqol_score
+from lit_codec.metrics.functional import native_stderr_without, visqol_score
 from lit_codec.scoring import score_main
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -73,3 +76,21 @@ def test_audio_conformance(capsys):
         "guitar48_stereo.wav", "guitar48_stereo_64kbps_aac.wav", "visqol_audio", capsys
     )
     assert abs(score - 4.349722308064298) < 0.01
+
+
+def test_native_stderr_without_drops_only_the_named_lines(capfd):
+    with native_stderr_without(b"INFO: Created", b"noise"):
+        os.write(2, b"INFO: Created a delegate\nkept from C\nnoise\n")  # as C++ writes
+        print("kept from Python", file=sys.stderr)
+    os.write(2, b"INFO: Created after the block\n")
+    lines = capfd.readouterr().err.splitlines()  # (pytest takes Python's lines by another way)
+    assert sorted(lines) == ["INFO: Created after the block", "kept from C", "kept from Python"]
+
+
+def test_visqol_speech_mode_starts_without_tflite_notice():
+    # TensorFlow Lite says so once per process: a fresh one
+    code = "from lit_codec.metrics.functional import _visqol_api; _visqol_api('speech')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "TensorFlow Lite" not in done.stderr  # "INFO: Created TensorFlow Lite XNNPACK ..."
