@@ -4,6 +4,7 @@ from lit_codec.nn.augment import NoiseMixer, NoisyBatch
 from lit_codec.nn.balancer import BalancerOutput, LossBalancer
 from lit_codec.nn.configurable import Configurable, build_module, module_config
 from lit_codec.nn.conv import StreamingConv1d, StreamingConvTranspose1d, fold_weight_norm, streaming
+from lit_codec.nn.convnext_codec import ConvNeXtDecoder, ConvNeXtEncoder, ConvNeXtGenerator
 from lit_codec.nn.discriminators import (
     CombinedDiscriminator,
     DiscriminatorOutput,
@@ -14,9 +15,11 @@ from lit_codec.nn.discriminators import (
     STFTDiscriminator,
 )
 from lit_codec.nn.frame_stepper import FrameStepper, StepActivation, StepBuilder
+from lit_codec.nn.fsq import FiniteScalarQuantizer, ResidualFSQ
 from lit_codec.nn.losses import (
     AdversarialLoss,
     FeatureMatchingLoss,
+    MultiResolutionCompressedSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     WaveformL1Loss,
@@ -31,13 +34,18 @@ __all__ = [
     "BalancerOutput",
     "CombinedDiscriminator",
     "Configurable",
+    "ConvNeXtDecoder",
+    "ConvNeXtEncoder",
+    "ConvNeXtGenerator",
     "DiscriminatorOutput",
     "FeatureMatchingLoss",
+    "FiniteScalarQuantizer",
     "FrameStepper",
     "LossBalancer",
     "MelSpectrogram",
     "MultiBandMultiScaleSTFTDiscriminator",
     "MultiPeriodDiscriminator",
+    "MultiResolutionCompressedSTFTLoss",
     "MultiResolutionSTFTLoss",
     "MultiScaleMelLoss",
     "MultiScaleSTFTDiscriminator",
@@ -45,6 +53,7 @@ __all__ = [
     "NoiseMixer",
     "NoisyBatch",
     "QuantizerOutput",
+    "ResidualFSQ",
     "ResidualVectorQuantizer",
     "SEANetDecoder",
     "SEANetEncoder",
