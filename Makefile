@@ -21,12 +21,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# Two workers, one thread each, in a random order (pytest-randomly prints the seed; rerun
-# an order with `--randomly-seed=N` or `--randomly-seed=last`; keep file order with `-p no:randomly`).
+# Two workers, one thread each, in a random order that changes every run: the seed is
+# printed first; `make test PYTEST_SEED=N` repeats an order, PYTEST_ORDER=-p no:randomly
+# keeps file order.
 PYTEST_WORKERS ?= 2
+PYTEST_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+PYTEST_ORDER ?= -p randomly --randomly-seed=$(PYTEST_SEED)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS)
+	@echo "test order: $(PYTEST_ORDER)"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ORDER)
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not distributed"

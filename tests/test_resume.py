@@ -45,6 +45,7 @@ def losses(root: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")  # resumes in it
 def test_resumed_run_continues_the_uninterrupted_loss_trajectory(tmp_path, sample_shards):
     # denoising noise is drawn from the global RNG, the data stream is shuffled and cropped at
     # random, quantizer dropout and the discriminator start depend on the step: all must resume
