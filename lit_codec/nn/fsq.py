@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_codec.nn.codebook import _DROPOUT, _generator
 from lit_codec.nn.configurable import Configurable
-from lit_codec.nn.quantization import DropoutMode, QuantizerOutput
+from lit_codec.nn.quantization import DropoutMode, QuantizerOutput, ResidualQuantizer
 
 __all__ = ["FiniteScalarQuantizer", "QuantizerOutput", "ResidualFSQ"]
 
@@ -56,7 +55,7 @@ _BOUND_EPS = 1e-3
 _MAX_REFINEMENT_BITS = 22.0
 
 
-class ResidualFSQ(Configurable, nn.Module):
+class ResidualFSQ(Configurable, ResidualQuantizer):
     """``n_q`` stages of finite scalar quantization, each refining what the earlier ones left.
 
     Forwards in training mode draw the quantizer dropout and count ``step``; nothing else
@@ -125,33 +124,8 @@ class ResidualFSQ(Configurable, nn.Module):
         if dim != code_dim:
             self.project_in = nn.Linear(dim, code_dim)
             self.project_out = nn.Linear(code_dim, dim)
-        # Training forwards so far; drives the dropout draw. The Python int mirrors the buffer
-        # so that reading it never waits for the device.
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._step = 0
+        self._init_step()  # training forwards so far: drives the dropout draw
         self._constants: dict[str, _Constants] = {}
-
-    # ------------------------------------------------------------------ bitrate
-    @property
-    def bits_per_code(self) -> float:
-        return math.log2(self.codebook_size)
-
-    def kbps(self, n_q: int) -> float:
-        """Bitrate in kbit/s of ``n_q`` stages."""
-        return n_q * self.bits_per_code * self.frame_rate / 1000.0
-
-    def n_q_for_kbps(self, kbps: float) -> int:
-        """The most stages whose bitrate does not exceed ``kbps``.
-
-        Raises ``ValueError`` when ``kbps`` is below one stage's or above all stages' rate.
-        """
-        n = math.floor(kbps / self.kbps(1) + 1e-6)
-        if not 1 <= n <= self.n_q:
-            raise ValueError(
-                f"{kbps} kbps is outside what this quantizer offers: {self.kbps(1):g} kbps per "
-                f"stage, {self.n_q} stages up to {self.kbps(self.n_q):g} kbps"
-            )
-        return n
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, n_q: int | None = None) -> QuantizerOutput:
@@ -168,13 +142,10 @@ class ResidualFSQ(Configurable, nn.Module):
             ``loss_weights`` valid).
         """
         self._check_input(x)
-        step = self._step
-        if self.training:
-            self._step += 1
-            self.step.fill_(self._step)
+        step = self._next_step()
         batch = x.shape[0]
         with torch.autocast(device_type=x.device.type, enabled=False):
-            n_run, keep = self._choose_stages(n_q, batch, step, x.device)
+            n_run, keep = self._choose_layers(n_q, batch, step, x.device)
             const = self._tables(x.device)
             bounded = self._bound(x, const)  # (B, d, T)
             masks = None
@@ -341,34 +312,6 @@ class ResidualFSQ(Configurable, nn.Module):
                 const = _Constants.make(self.levels, self.n_q, device)
             self._constants[key] = const
         return const
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.dim:
-            raise ValueError(f"expected latents of shape (B, {self.dim}, T), got {tuple(x.shape)}")
-
-    def _checked_n_q(self, n_q: int | None) -> int:
-        if n_q is None:
-            return self.n_q
-        if not 1 <= n_q <= self.n_q:
-            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
-        return int(n_q)
-
-    def _choose_stages(
-        self, n_q: int | None, batch: int, step: int, device: torch.device
-    ) -> tuple[int, Tensor | None]:
-        """Stages to run and, for per-sample dropout, each sample's stage count (B,)."""
-        if n_q is not None or not self.training or self.quantizer_dropout == "none":
-            return self._checked_n_q(n_q), None
-        # The same (seed, step) on every rank gives the same draw, without communication.
-        generator = _generator(self.seed, _DROPOUT, step)
-        if self.quantizer_dropout == "batch":
-            return int(torch.randint(1, self.n_q + 1, (), generator=generator)), None
-        per_sample = torch.randint(1, self.n_q + 1, (batch,), generator=generator)  # (B,)
-        return self.n_q, per_sample.to(device, non_blocking=True)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._step = int(self.step)
 
 
 class FiniteScalarQuantizer(ResidualFSQ):

@@ -50,7 +50,13 @@ from lit_codec.nn.codebook import (
 )
 from lit_codec.nn.configurable import Configurable
 
-__all__ = ["EuclideanCodebook", "QuantizerOutput", "ResidualVectorQuantizer", "VectorQuantizer"]
+__all__ = [
+    "EuclideanCodebook",
+    "QuantizerOutput",
+    "ResidualQuantizer",
+    "ResidualVectorQuantizer",
+    "VectorQuantizer",
+]
 
 DropoutMode = Literal["none", "batch", "sample"]
 
@@ -90,7 +96,91 @@ class QuantizerOutput:
     metrics: dict[str, Tensor]
 
 
-class ResidualVectorQuantizer(Configurable, nn.Module):
+class ResidualQuantizer(nn.Module):
+    """What residual quantizers share: bitrate accounting, the dropout draw, input checks.
+
+    Subclasses (:class:`ResidualVectorQuantizer`, :class:`~lit_codec.nn.fsq.ResidualFSQ`) set
+    ``dim``, ``n_q``, ``codebook_size``, ``frame_rate``, ``quantizer_dropout`` and ``seed``,
+    and call :meth:`_init_step` in their constructor.
+    """
+
+    dim: int
+    n_q: int
+    codebook_size: int
+    frame_rate: float
+    quantizer_dropout: DropoutMode
+    seed: int
+
+    def _init_step(self) -> None:
+        # Training forwards so far; drives the dropout draw (a buffer, so a resumed run draws
+        # the same sequence). The Python int mirrors it so reading it never waits for a device.
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step = 0
+
+    def _next_step(self) -> int:
+        """The step of this forward; counts it in training."""
+        step = self._step
+        if self.training:
+            self._step += 1
+            self.step.fill_(self._step)
+        return step
+
+    # ------------------------------------------------------------------ bitrate
+    @property
+    def bits_per_code(self) -> float:
+        return math.log2(self.codebook_size)
+
+    def kbps(self, n_q: int) -> float:
+        """Bitrate in kbit/s of ``n_q`` codebooks."""
+        return n_q * self.bits_per_code * self.frame_rate / 1000.0
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """The most codebooks whose bitrate does not exceed ``kbps``.
+
+        Raises ``ValueError`` when ``kbps`` is below one codebook's or above all codebooks' rate.
+        """
+        n = math.floor(kbps / self.kbps(1) + 1e-6)
+        if not 1 <= n <= self.n_q:
+            raise ValueError(
+                f"{kbps} kbps is outside what this quantizer offers: {self.kbps(1):g} kbps per "
+                f"codebook, {self.n_q} codebooks up to {self.kbps(self.n_q):g} kbps"
+            )
+        return n
+
+    # ------------------------------------------------------------------ helpers
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[1] != self.dim:
+            raise ValueError(f"expected latents of shape (B, {self.dim}, T), got {tuple(x.shape)}")
+
+    def _checked_n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+        return int(n_q)
+
+    def _choose_layers(
+        self, n_q: int | None, batch: int, step: int, device: torch.device
+    ) -> tuple[int, Tensor | None]:
+        """Codebooks to run and, for per-sample dropout, each sample's codebook count (B,).
+
+        Draws in ``[1, n_q]`` inclusive, so the last codebook trains too.
+        """
+        if n_q is not None or not self.training or self.quantizer_dropout == "none":
+            return self._checked_n_q(n_q), None
+        # The same (seed, step) on every rank gives the same draw, without communication.
+        generator = _generator(self.seed, _DROPOUT, step)
+        if self.quantizer_dropout == "batch":
+            return int(torch.randint(1, self.n_q + 1, (), generator=generator)), None
+        per_sample = torch.randint(1, self.n_q + 1, (batch,), generator=generator)  # (B,)
+        return self.n_q, per_sample.to(device, non_blocking=True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._step = int(self.step)
+
+
+class ResidualVectorQuantizer(Configurable, ResidualQuantizer):
     """``n_q`` layers of EMA codebooks, each quantizing the residual the previous ones left.
 
     Training-mode forwards update the codebooks (never their gradients: codebooks are
@@ -175,33 +265,8 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
             for i in range(n_q)
         )
         self.projected = codebook_dim is not None
-        # Training forwards so far; drives warm-up and the dropout draw. The Python int
-        # mirrors the buffer so that reading it never waits for the device.
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._step = 0
+        self._init_step()  # training forwards so far: drives warm-up and the dropout draw
         self._table: tuple | None = None  # see _decode_table
-
-    # ------------------------------------------------------------------ bitrate
-    @property
-    def bits_per_code(self) -> float:
-        return math.log2(self.codebook_size)
-
-    def kbps(self, n_q: int) -> float:
-        """Bitrate in kbit/s of ``n_q`` layers."""
-        return n_q * self.bits_per_code * self.frame_rate / 1000.0
-
-    def n_q_for_kbps(self, kbps: float) -> int:
-        """The most layers whose bitrate does not exceed ``kbps``.
-
-        Raises ``ValueError`` when ``kbps`` is below one layer's or above all layers' rate.
-        """
-        n = math.floor(kbps / self.kbps(1) + 1e-6)
-        if not 1 <= n <= self.n_q:
-            raise ValueError(
-                f"{kbps} kbps is outside what this quantizer offers: {self.kbps(1):g} kbps per "
-                f"layer, {self.n_q} layers up to {self.kbps(self.n_q):g} kbps"
-            )
-        return n
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, n_q: int | None = None) -> QuantizerOutput:
@@ -216,10 +281,7 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
         """
         self._check_input(x)
         update = self.training
-        step = self._step
-        if update:
-            self._step += 1
-            self.step.fill_(self._step)
+        step = self._next_step()
         with torch.autocast(device_type=x.device.type, enabled=False):
             if update and step < self.warmup_steps:
                 return self._pass_through(x, self._checked_n_q(n_q))
@@ -312,30 +374,6 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
         if key is not None:
             self._table = (key, embeds[0], table, offsets)
         return table, offsets
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 3 or x.shape[1] != self.dim:
-            raise ValueError(f"expected latents of shape (B, {self.dim}, T), got {tuple(x.shape)}")
-
-    def _checked_n_q(self, n_q: int | None) -> int:
-        if n_q is None:
-            return self.n_q
-        if not 1 <= n_q <= self.n_q:
-            raise ValueError(f"n_q must be in [1, {self.n_q}], got {n_q}")
-        return int(n_q)
-
-    def _choose_layers(
-        self, n_q: int | None, batch: int, step: int, device: torch.device
-    ) -> tuple[int, Tensor | None]:
-        """Layers to run and, for per-sample dropout, each sample's layer count (B,)."""
-        if n_q is not None or not self.training or self.quantizer_dropout == "none":
-            return self._checked_n_q(n_q), None
-        # The same (seed, step) on every rank gives the same draw, without communication.
-        generator = _generator(self.seed, _DROPOUT, step)
-        if self.quantizer_dropout == "batch":
-            return int(torch.randint(1, self.n_q + 1, (), generator=generator)), None
-        per_sample = torch.randint(1, self.n_q + 1, (batch,), generator=generator)  # (B,)
-        return self.n_q, per_sample.to(device, non_blocking=True)
 
     def _pass_through(self, x: Tensor, n_q: int) -> QuantizerOutput:
         batch, _, frames = x.shape
@@ -526,10 +564,6 @@ class ResidualVectorQuantizer(Configurable, nn.Module):
                 if _world_size() > 1:
                     dist.broadcast(vectors, src=0)  # rank 0's batch re-seeds every rank
                 book.replace_(book.dead_codes(), vectors)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._step = int(self.step)
 
 
 class VectorQuantizer(Configurable, nn.Module):
