@@ -129,17 +129,9 @@ class Codec(nn.Module):
         # safetensors' save_file writes through a private (0600) temporary file: serialise
         # here and write with open(), which creates files as every other output is created
         data = save(state, metadata=meta)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        from lit_codec.checkpoint_io import atomic_write  # here: Codec alone needs no Lightning
+
+        return atomic_write(path, lambda f: f.write(data))
 
     # ------------------------------------------------------------------ properties
     @property
