@@ -74,6 +74,8 @@ class ResidualFSQ(Configurable, ResidualQuantizer):
             ``"batch"`` a number drawn uniformly in [1, N_q] per batch (later stages do not
             run), ``"sample"`` one drawn per sample (every stage runs and returns codes,
             later stages are masked out of each sample's output).
+        dropout_fraction: with ``"sample"``, the share of each batch that gets a drawn stage
+            count; the other samples use every stage.
         seed: seeds the dropout draw; with ``step`` it makes the draw identical on all ranks.
 
     When ``dim != len(levels)`` a linear projection (with bias) maps the latents to the
@@ -88,9 +90,11 @@ class ResidualFSQ(Configurable, ResidualQuantizer):
         n_q: int = 8,
         frame_rate: float = 75.0,
         quantizer_dropout: DropoutMode = "batch",
+        dropout_fraction: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self._set_dropout(quantizer_dropout, dropout_fraction)
         levels = tuple(int(n) for n in levels)
         if not levels or min(levels) < 3:
             # With 2 levels the paper's bound maps 0 to the edge of its range: one level is
@@ -100,10 +104,6 @@ class ResidualFSQ(Configurable, ResidualQuantizer):
             raise ValueError(f"need n_q >= 1, got {n_q}")
         if math.prod(levels) > 2**24:
             raise ValueError(f"at most 2^24 codes per codebook, got prod({levels})")
-        if quantizer_dropout not in ("none", "batch", "sample"):
-            raise ValueError(
-                f"quantizer_dropout must be 'none', 'batch' or 'sample', got {quantizer_dropout!r}"
-            )
         if (n_q - 1) * math.log2(max(levels)) > _MAX_REFINEMENT_BITS:
             raise ValueError(
                 f"{n_q} stages of {max(levels)} levels refine a channel by "
@@ -116,7 +116,6 @@ class ResidualFSQ(Configurable, ResidualQuantizer):
         self.n_q = n_q
         self.codebook_size = math.prod(levels)
         self.frame_rate = float(frame_rate)
-        self.quantizer_dropout = quantizer_dropout
         self.seed = seed
         code_dim = len(levels)
         self.project_in: nn.Linear | None = None

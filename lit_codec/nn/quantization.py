@@ -100,8 +100,8 @@ class ResidualQuantizer(nn.Module):
     """What residual quantizers share: bitrate accounting, the dropout draw, input checks.
 
     Subclasses (:class:`ResidualVectorQuantizer`, :class:`~lit_codec.nn.fsq.ResidualFSQ`) set
-    ``dim``, ``n_q``, ``codebook_size``, ``frame_rate``, ``quantizer_dropout`` and ``seed``,
-    and call :meth:`_init_step` in their constructor.
+    ``dim``, ``n_q``, ``codebook_size``, ``frame_rate`` and ``seed``, and call
+    :meth:`_set_dropout` and :meth:`_init_step` in their constructor.
     """
 
     dim: int
@@ -109,7 +109,16 @@ class ResidualQuantizer(nn.Module):
     codebook_size: int
     frame_rate: float
     quantizer_dropout: DropoutMode
+    dropout_fraction: float
     seed: int
+
+    def _set_dropout(self, mode: DropoutMode, fraction: float) -> None:
+        if mode not in ("none", "batch", "sample"):
+            raise ValueError(f"quantizer_dropout must be 'none', 'batch' or 'sample', got {mode!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"dropout_fraction must be in [0, 1], got {fraction}")
+        self.quantizer_dropout = mode
+        self.dropout_fraction = float(fraction)
 
     def _init_step(self) -> None:
         # Training forwards so far; drives the dropout draw (a buffer, so a resumed run draws
@@ -173,6 +182,9 @@ class ResidualQuantizer(nn.Module):
         if self.quantizer_dropout == "batch":
             return int(torch.randint(1, self.n_q + 1, (), generator=generator)), None
         per_sample = torch.randint(1, self.n_q + 1, (batch,), generator=generator)  # (B,)
+        if self.dropout_fraction < 1.0:  # the other samples train the full bitrate
+            full = torch.rand((batch,), generator=generator) >= self.dropout_fraction  # (B,)
+            per_sample = per_sample.masked_fill(full, self.n_q)  # (B,)
         return self.n_q, per_sample.to(device, non_blocking=True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
@@ -211,6 +223,9 @@ class ResidualVectorQuantizer(Configurable, ResidualQuantizer):
             ``"batch"`` a number drawn uniformly in [1, N_q] per batch (later layers do not
             run), ``"sample"`` one drawn per sample (every layer runs, later layers are masked
             out of each sample's output and commitment loss; codebooks learn from all).
+        dropout_fraction: with ``"sample"``, the share of each batch that gets a drawn layer
+            count; the other samples use every layer, so the full bitrate trains on them
+            (with 1, only about ``1 / N_q`` of the samples train it).
         warmup_steps: the first this many training forwards return their input unquantized
             (codes zero, bitrate as if quantized); the codebooks are k-means-initialised on
             the first batch after them.
@@ -232,21 +247,18 @@ class ResidualVectorQuantizer(Configurable, ResidualQuantizer):
         kmeans_iters: int = 10,
         threshold_ema_dead_code: float = 2.0,
         quantizer_dropout: DropoutMode = "batch",
+        dropout_fraction: float = 1.0,
         warmup_steps: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if quantizer_dropout not in ("none", "batch", "sample"):
-            raise ValueError(
-                f"quantizer_dropout must be 'none', 'batch' or 'sample', got {quantizer_dropout!r}"
-            )
+        self._set_dropout(quantizer_dropout, dropout_fraction)
         if n_q < 1 or codebook_size < 2:
             raise ValueError("need n_q >= 1 and codebook_size >= 2")
         self.dim = dim
         self.n_q = n_q
         self.codebook_size = codebook_size
         self.frame_rate = float(frame_rate)
-        self.quantizer_dropout = quantizer_dropout
         self.warmup_steps = warmup_steps
         self.seed = seed
         self.layers = nn.ModuleList(

@@ -144,6 +144,14 @@ def test_batch_dropout_covers_every_n_q_deterministically_and_resumes():
     assert a(x, n_q=2).n_q == 2 and int(a.step) == 61
 
 
+def test_dropout_fraction_keeps_the_rest_of_the_batch_at_full_bitrate():
+    fsq = ResidualFSQ(dim=4, levels=(3, 3, 3, 3), n_q=4, quantizer_dropout="sample",
+                      dropout_fraction=0.25).train()  # fmt: skip
+    counts = torch.cat([fsq(torch.randn(50, 4, 3)).n_q_per_sample for _ in range(20)])
+    full = (counts == 4).float().mean().item()
+    assert abs(full - (0.75 + 0.25 / 4)) < 0.06, full
+
+
 def test_sample_dropout_masks_each_sample():
     fsq = small_fsq(quantizer_dropout="sample")
     seen = set()

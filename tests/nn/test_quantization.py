@@ -208,6 +208,28 @@ def test_sample_dropout_masks_each_sample():
     assert seen == {1, 2, 3, 4}
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_dropout_fraction_keeps_the_rest_of_the_batch_at_full_bitrate(fraction):
+    rvq = small_rvq(quantizer_dropout="sample", dropout_fraction=fraction)
+    twin = small_rvq(quantizer_dropout="sample", dropout_fraction=fraction)
+    counts = []
+    for _ in range(20):
+        x = torch.randn(50, 8, 3)
+        out, out_twin = rvq(x), twin(x)
+        assert torch.equal(out.n_q_per_sample, out_twin.n_q_per_sample)  # seeded draw
+        counts.append(out.n_q_per_sample)
+    counts = torch.cat(counts)  # (1000,)
+    full = (counts == 4).float().mean().item()
+    expected = (1 - fraction) + fraction / 4  # undrawn samples + draws that give all 4
+    assert abs(full - expected) < 0.06, (full, expected)
+    assert set(counts.tolist()) == ({4} if fraction == 0 else {1, 2, 3, 4})
+
+
+def test_dropout_fraction_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="dropout_fraction"):
+        small_rvq(quantizer_dropout="sample", dropout_fraction=1.5)
+
+
 def test_n_q_for_kbps_matches_the_recipes():
     rvq24 = ResidualVectorQuantizer(dim=8, n_q=8, codebook_size=1024, frame_rate=24000 / 320)
     assert rvq24.frame_rate == 75.0
