@@ -19,8 +19,9 @@ under bf16/fp16 autocast, and logs are taken of clamped values, so silence gives
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,41 @@ def _check_pair(y_hat: Tensor, y: Tensor) -> None:
             f"prediction and target must have the same shape, got {tuple(y_hat.shape)} "
             f"and {tuple(y.shape)} (trim the decoder output to the input length first)"
         )
+
+
+def _on_both(fn: Callable[[Tensor], Any], y_hat: Tensor, y: Tensor) -> tuple[Any, Any]:
+    """``fn`` of the prediction and of the target (a tensor, or a tuple of tensors each).
+
+    A target that needs no gradient (the usual case: clean audio) goes through ``fn``
+    without autograd, which halves the backward; otherwise both go through one call.
+    """
+    if not y.requires_grad:
+        with torch.no_grad():
+            ref = fn(y)
+        return fn(y_hat), ref
+    out = fn(torch.cat([y_hat, y], dim=0))  # (2B, ...) one call for both
+    if isinstance(out, tuple):
+        halves = [t.split(y_hat.shape[0], dim=0) for t in out]
+        return tuple(h[0] for h in halves), tuple(h[1] for h in halves)
+    return tuple(out.split(y_hat.shape[0], dim=0))
+
+
+def _floored_magnitude(x: Tensor, n_fft: int, hop: int, win: int, eps: float) -> Tensor:
+    """``sqrt(max(|STFT(x)|^2, eps))``: ``(B, T)`` or ``(B, 1, T)`` → ``(B, F, frames)``."""
+    spec = stft_complex(x, n_fft, hop, win, hann_window(win, x.device))  # (B, F, frames)
+    return (spec.real.square() + spec.imag.square()).clamp_min(eps).sqrt()
+
+
+def _compressed_spectrum(
+    x: Tensor, n_fft: int, hop: int, win: int, power: float, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``|X|_e^c`` and the real and imaginary parts of ``X |X|_e^(c-1)``, each ``(B, F, frames)``."""
+    spec = stft_complex(x, n_fft, hop, win, hann_window(win, x.device))  # (B, F, frames)
+    re, im = spec.real, spec.imag  # (B, F, frames) each
+    power_e = re.square() + im.square() + eps  # (B, F, frames) |X|_e^2
+    magnitude = power_e.pow(power / 2)  # (B, F, frames) |X|_e^c
+    gain = magnitude * power_e.rsqrt()  # (B, F, frames) |X|_e^(c-1)
+    return magnitude, re * gain, im * gain
 
 
 class MultiScaleMelLoss(Configurable, nn.Module):
@@ -113,11 +149,9 @@ class MultiScaleMelLoss(Configurable, nn.Module):
         Returns a float32 scalar.
         """
         _check_pair(y_hat, y)
-        batch = y_hat.shape[0]
-        both = torch.cat([y_hat, y], dim=0)  # (2B, 1, T): one STFT per scale
-        loss = both.new_zeros((), dtype=torch.float32)
+        loss = y_hat.new_zeros((), dtype=torch.float32)
         for mel in self.mels:
-            m_hat, m = mel(both).split(batch, dim=0)  # (B, n_mels, frames) each
+            m_hat, m = _on_both(mel, y_hat, y)  # (B, n_mels, frames) each
             if self.linear_weight:
                 loss = loss + self.linear_weight * F.l1_loss(m_hat, m)
             if self.log_weight:
@@ -174,18 +208,11 @@ class MultiResolutionSTFTLoss(Configurable, nn.Module):
         Returns a float32 scalar.
         """
         _check_pair(y_hat, y)
-        batch = y_hat.shape[0]
-        both = torch.cat([y_hat, y], dim=0)  # (2B, 1, T)
-        sc = both.new_zeros((), dtype=torch.float32)
-        mag = both.new_zeros((), dtype=torch.float32)
+        sc = y_hat.new_zeros((), dtype=torch.float32)
+        mag = y_hat.new_zeros((), dtype=torch.float32)
         for n_fft, hop, win in self.resolutions:
-            spec = stft_complex(
-                both, n_fft, hop, win, hann_window(win, both.device)
-            )  # (2B, F, frames)
-            s = (
-                (spec.real.square() + spec.imag.square()).clamp_min(self.eps).sqrt()
-            )  # (2B, F, frames)
-            s_hat, s_ref = s.split(batch, dim=0)  # (B, F, frames) each
+            magnitude = partial(_floored_magnitude, n_fft=n_fft, hop=hop, win=win, eps=self.eps)
+            s_hat, s_ref = _on_both(magnitude, y_hat, y)  # (B, F, frames) each
             sc = sc + torch.linalg.vector_norm(s_ref - s_hat) / torch.linalg.vector_norm(s_ref)
             mag = mag + F.l1_loss(s_hat.log(), s_ref.log())
         n = len(self.resolutions)
@@ -254,22 +281,15 @@ class MultiResolutionCompressedSTFTLoss(Configurable, nn.Module):
         Returns a float32 scalar.
         """
         _check_pair(y_hat, y)
-        batch = y_hat.shape[0]
-        both = torch.cat([y_hat, y], dim=0)  # (2B, 1, T): one STFT per resolution
-        loss = both.new_zeros((), dtype=torch.float32)
-        with torch.autocast(device_type=both.device.type, enabled=False):
+        loss = y_hat.new_zeros((), dtype=torch.float32)
+        with torch.autocast(device_type=y_hat.device.type, enabled=False):
             for n_fft, hop, win in self.resolutions:
-                spec = stft_complex(both, n_fft, hop, win, hann_window(win, both.device))
-                re, im = spec.real, spec.imag  # (2B, F, frames) each
-                power = re.square() + im.square() + self.eps  # (2B, F, frames) |X|_e^2
-                magnitude = power.pow(self.power / 2)  # (2B, F, frames) |X|_e^c
+                compressed = partial(_compressed_spectrum, n_fft=n_fft, hop=hop, win=win,
+                                     power=self.power, eps=self.eps)  # fmt: skip
+                (m_hat, re_hat, im_hat), (m_ref, re_ref, im_ref) = _on_both(compressed, y_hat, y)
                 if self.magnitude_weight:
-                    m_hat, m_ref = magnitude.split(batch, dim=0)  # (B, F, frames) each
                     loss = loss + self.magnitude_weight * F.mse_loss(m_hat, m_ref)
                 if self.complex_weight:
-                    gain = magnitude * power.rsqrt()  # (2B, F, frames) |X|_e^(c-1)
-                    re_hat, re_ref = (re * gain).split(batch, dim=0)  # (B, F, frames) each
-                    im_hat, im_ref = (im * gain).split(batch, dim=0)  # (B, F, frames) each
                     error = (re_hat - re_ref).square() + (im_hat - im_ref).square()
                     loss = loss + self.complex_weight * error.mean()
         return loss / len(self.resolutions)

@@ -250,3 +250,27 @@ def test_compressed_stft_loss_under_bf16_autocast_and_rebuilt_from_config():
     torch.testing.assert_close(rebuilt(y_hat, y), ref)
     with pytest.raises(ValueError, match="same shape"):
         loss(y_hat[..., :-1], y)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MultiScaleMelLoss(16000, window_lengths=(64, 256), n_mels=(8, 32)),
+        lambda: MultiResolutionSTFTLoss((64, 256), (16, 64), (64, 256)),
+        lambda: MultiResolutionCompressedSTFTLoss((64, 256), (16, 64), (64, 256)),
+    ],
+    ids=["mel", "stft", "compressed"],
+)
+def test_target_without_gradient_gives_the_same_loss_and_gradient(make):
+    # a target that needs no gradient skips autograd; one that does goes through with y_hat
+    loss_fn = make()
+    y = 0.1 * torch.randn(3, 1, 2000)
+    y_hat = (y + 0.02 * torch.randn_like(y)).requires_grad_()
+    fast = loss_fn(y_hat, y)
+    (grad_fast,) = torch.autograd.grad(fast, y_hat)
+    y_tracked = y.clone().requires_grad_()
+    slow = loss_fn(y_hat, y_tracked)
+    grad_slow, grad_target = torch.autograd.grad(slow, (y_hat, y_tracked))
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(grad_fast, grad_slow)
+    assert grad_target.abs().sum() > 0  # the stacked path still differentiates the target
