@@ -33,6 +33,7 @@ chunked coding many times slower, not faster.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -185,6 +186,10 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in str(record.msg)
+
+
 def run_lightning(args: list[str], run: bool = True):
     import warnings
 
@@ -203,6 +208,8 @@ def run_lightning(args: list[str], run: bool = True):
         warnings.filterwarnings(
             "ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli"
         )
+    # Lightning's advertisement for its cloud logger, printed by every run
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
     # denormal floats (tiny activations late in training) are 10-100x slower on CPUs
     torch.set_flush_denormal(True)
 

@@ -71,6 +71,20 @@ def test_print_config_shows_the_derived_numbers(capsys):
     assert "75 frames/s" in out and "= 6 kbps" in out and "80 bits/frame" in out
 
 
+def test_lightning_runs_print_no_advertisement():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_codec.cli", "fit", "--print_config",
+         "--config", str(REPO / "recipes/codec/debug.yaml")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sample_rate: 16000" in done.stdout
+    assert "litlogger" not in done.stdout + done.stderr  # Lightning's cloud-logger tip
+
+
 def test_recipes_extend_their_base():
     args = expand_recipes(["fit", "--config", str(REPO / "recipes/codec/debug.yaml")])
     configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
