@@ -38,15 +38,31 @@ test-fast: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) -m lit_codec.quickstart --workdir $(QUICKSTART_DIR)
 
+# bench/learning_curve.py trains for 2 hours on prepared shards: it runs only when
+# LEARNING_CURVE_SHARDS names them (make bench LEARNING_CURVE_SHARDS=data/speech_16k).
+# descript-audio-codec and audiotools pin torchaudio, which has no build for this torch:
+# they and audiotools' pure-Python imports go in with --no-deps (bench/learning_curve_peers.py).
+LEARNING_CURVE_SHARDS ?=
+LEARNING_CURVE_OUT ?= runs/learning_curve
+
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) -m pip install --quiet --no-deps "encodec==0.1.1"
+	$(PY) -m pip install --quiet --no-deps "encodec==0.1.1" "vocos==0.1.0"
+	$(PY) -m pip install --quiet --no-deps "descript-audio-codec==1.0.0" "descript-audiotools==0.7.2" \
+		"argbind==0.3.9" "ffmpy==1.0.0" "flatten-dict==0.5.0" "importlib-resources==7.1.0" \
+		"julius==0.2.8" "markdown-it-py==4.3.0" "mdurl==0.1.2" "randomname==0.2.1" "rich==15.0.0"
 	$(PY) bench/data_prep_throughput.py
 	$(PY) bench/loader_throughput.py
 	$(PY) bench/rvq_speed.py
 	$(PY) bench/codec_speed.py
 	$(PY) bench/streaming_floor.py
 	$(PY) bench/train_step.py
+	$(PY) bench/fsq_speed.py
+	$(PY) bench/frame_codec_speed.py
+	$(PY) bench/onnx_speed.py
+	@if [ -n "$(LEARNING_CURVE_SHARDS)" ]; then \
+		$(PY) bench/learning_curve.py --shards "$(LEARNING_CURVE_SHARDS)" --out "$(LEARNING_CURVE_OUT)"; \
+	else echo "bench/learning_curve.py skipped: set LEARNING_CURVE_SHARDS=<16 kHz shard folder>"; fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check lit_codec data_prep bench tests

@@ -10,6 +10,7 @@ Inference:
     lit-codec encode --ckpt C --input a.wav --output a.npz [--kbps 3 | --n-q 6] [--chunk-ms 20] [--threads 1]
     lit-codec decode --ckpt C --input a.npz --output b.wav [--threads 1]
     lit-codec export --ckpt C --output codec.safetensors
+    lit-codec export --ckpt C --format onnx --output DIR [--kbps 3 | --n-q 6]
     lit-codec info   --ckpt C
 
 Evaluation:
@@ -317,9 +318,42 @@ def _inference_parser() -> argparse.ArgumentParser:
         "--chunk-ms", type=float, default=None, help="decode through the streaming path"
     )
     dec.add_argument("--denoise", action="store_true", help=denoise_help)
-    exp = sub.add_parser("export", help="checkpoint -> .safetensors (weights + configuration)")
+    exp = sub.add_parser(
+        "export", help="checkpoint -> .safetensors (weights + configuration) or ONNX graphs"
+    )
     exp.add_argument("--ckpt", required=True)
-    exp.add_argument("--output", required=True)
+    exp.add_argument(
+        "--output",
+        required=True,
+        help=".safetensors file to write, or with --format onnx the folder to write the graphs into",
+    )
+    exp.add_argument(
+        "--format",
+        choices=("safetensors", "onnx"),
+        default="safetensors",
+        help="safetensors (default): weights + configuration, loaded by lit-codec; onnx: "
+        "encoder.onnx, decoder.onnx (+ streaming steps of a causal ConvNeXt codec) and "
+        "codec.json, run by onnxruntime (lit_codec.onnx_runtime.OnnxCodec)",
+    )
+    onnx_rate = exp.add_mutually_exclusive_group()
+    onnx_rate.add_argument(
+        "--kbps",
+        type=float,
+        default=None,
+        help="--format onnx: the largest n_q within this bitrate",
+    )
+    onnx_rate.add_argument(
+        "--n-q",
+        type=int,
+        default=None,
+        help="--format onnx: codebooks the graphs use (default: all)",
+    )
+    exp.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="--format onnx: ONNX opset, 17 (default) to 20",
+    )
     info = sub.add_parser("info", help="describe a codec checkpoint")
     info.add_argument("--ckpt", required=True)
     for sp in (enc, dec, exp, info):
@@ -458,9 +492,37 @@ def _read_codes(path: str) -> tuple[Any, str, int]:
 def _export(a) -> None:
     from lit_codec.codec import Codec
 
+    if a.format == "onnx":
+        _export_onnx(a)
+        return
+    given = [flag for flag, value in (("--kbps", a.kbps), ("--n-q", a.n_q), ("--opset", a.opset))
+             if value is not None]  # fmt: skip
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} apply to --format onnx; a .safetensors export holds the whole codec"
+        )
     codec = Codec.from_checkpoint(a.ckpt, map_location=a.device)
     path = codec.export(a.output)
     print(f"exported codec {codec.fingerprint} to {path}")
+
+
+def _export_onnx(a) -> None:
+    from lit_codec.codec import Codec
+    from lit_codec.onnx_export import DEFAULT_OPSET, export_onnx
+
+    out = Path(a.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file: --format onnx writes a folder of graphs")
+    if a.device != "cpu":
+        raise ValueError(f"--format onnx exports from the CPU, not --device {a.device}")
+    codec = Codec.from_checkpoint(a.ckpt, map_location="cpu")
+    n_q = codec.resolve_n_q(a.n_q, a.kbps)
+    export = export_onnx(codec, out, n_q=n_q, opset=DEFAULT_OPSET if a.opset is None else a.opset)
+    steps = " and streaming steps" if export.encoder_step is not None else ""
+    print(
+        f"exported codec {codec.fingerprint} to {out}: encoder.onnx, decoder.onnx{steps}, "
+        f"{n_q} codebooks ({codec.quantizer.kbps(n_q):g} kbps), opset {export.opset}"
+    )
 
 
 def _info(a) -> None:
@@ -491,7 +553,8 @@ training and evaluation loops (LightningCLI, configured by recipes):
 inference:
   encode     audio file -> codes (.npz): --ckpt C --input a.wav --output a.npz [--kbps 3] [--chunk-ms 20] [--denoise]
   decode     codes (.npz) -> audio file: --ckpt C --input a.npz --output b.wav
-  export     checkpoint -> .safetensors (weights + configuration, loaded without unpickling)
+  export     checkpoint -> .safetensors (weights + configuration, loaded without unpickling),
+             or --format onnx: encoder/decoder graphs for onnxruntime (--output DIR [--kbps 3])
   info       describe a checkpoint or export (rates, codebooks, bitrates, fingerprint)
 
 quality:
