@@ -66,6 +66,19 @@ def _on_both(fn: Callable[[Tensor], Any], y_hat: Tensor, y: Tensor) -> tuple[Any
     return tuple(out.split(y_hat.shape[0], dim=0))
 
 
+def _resolutions(
+    fft_sizes: Sequence[int], hop_sizes: Sequence[int], win_lengths: Sequence[int]
+) -> tuple[tuple[int, int, int], ...]:
+    """``(n_fft, hop, win)`` per resolution, checked: one of each, windows within their FFT."""
+    if not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
+        raise ValueError("fft_sizes, hop_sizes and win_lengths must have the same length")
+    if any(w > n for w, n in zip(win_lengths, fft_sizes)):
+        raise ValueError(
+            f"each win_length must be <= its fft_size, got {win_lengths} > {fft_sizes}"
+        )
+    return tuple(zip(fft_sizes, hop_sizes, win_lengths))
+
+
 def _floored_magnitude(x: Tensor, n_fft: int, hop: int, win: int, eps: float) -> Tensor:
     """``sqrt(max(|STFT(x)|^2, eps))``: ``(B, T)`` or ``(B, 1, T)`` → ``(B, F, frames)``."""
     spec = stft_complex(x, n_fft, hop, win, hann_window(win, x.device))  # (B, F, frames)
@@ -191,13 +204,7 @@ class MultiResolutionSTFTLoss(Configurable, nn.Module):
         eps: float = 1e-7,
     ) -> None:
         super().__init__()
-        if not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
-            raise ValueError("fft_sizes, hop_sizes and win_lengths must have the same length")
-        if any(w > n for w, n in zip(win_lengths, fft_sizes)):
-            raise ValueError(
-                f"each win_length must be <= its fft_size, got {win_lengths} > {fft_sizes}"
-            )
-        self.resolutions = tuple(zip(fft_sizes, hop_sizes, win_lengths))
+        self.resolutions = _resolutions(fft_sizes, hop_sizes, win_lengths)
         self.sc_weight = sc_weight
         self.mag_weight = mag_weight
         self.eps = eps
@@ -261,15 +268,9 @@ class MultiResolutionCompressedSTFTLoss(Configurable, nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        if not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
-            raise ValueError("fft_sizes, hop_sizes and win_lengths must have the same length")
-        if any(w > n for w, n in zip(win_lengths, fft_sizes)):
-            raise ValueError(
-                f"each win_length must be <= its fft_size, got {win_lengths} > {fft_sizes}"
-            )
         if not 0 < power <= 1 or eps <= 0:
             raise ValueError(f"need 0 < power <= 1 and eps > 0, got power={power}, eps={eps}")
-        self.resolutions = tuple(zip(fft_sizes, hop_sizes, win_lengths))
+        self.resolutions = _resolutions(fft_sizes, hop_sizes, win_lengths)
         self.power = power
         self.magnitude_weight = magnitude_weight
         self.complex_weight = complex_weight
