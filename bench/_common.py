@@ -87,6 +87,15 @@ def compare(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def timed_rtf(
+    fns: dict[str, Callable[[], object]], seconds: float, rounds: int
+) -> dict[str, float]:
+    """Real-time factor of each function (one call processes ``seconds`` of audio)."""
+    with torch.inference_mode():
+        times = compare(fns, rounds=rounds, warmup=1)
+    return {name: seconds / t for name, t in times.items()}
+
+
 def print_ratio(value: float) -> None:
     """The closing line every benchmark prints: ``ratio: X`` (X > 1: lit-codec is better)."""
     print(f"ratio: {value:.2f}", flush=True)

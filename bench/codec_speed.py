@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
 
 import _common  # noqa: F401  (one thread, before torch)
 import numpy as np
 import torch
-from _common import build_recipe, compare, load_corpus, millions, one_thread, print_ratio
+from _common import build_recipe, load_corpus, millions, one_thread, print_ratio, timed_rtf
 from _encodec_stub import import_encodec
 
 from lit_codec.codec import Codec
@@ -57,15 +56,6 @@ from lit_codec.nn.seanet import SEANetGenerator
 RECIPE = "recipes/codec/soundstream_24khz_6kbps.yaml"
 SAMPLE_RATE = 24_000
 CHUNK = SAMPLE_RATE // 50  # 20 ms
-
-
-def timed_rtf(
-    fns: dict[str, Callable[[], object]], seconds: float, rounds: int
-) -> dict[str, float]:
-    """Real-time factor of each function (one call processes ``seconds`` of audio)."""
-    with torch.inference_mode():
-        times = compare(fns, rounds=rounds, warmup=1)
-    return {name: seconds / t for name, t in times.items()}
 
 
 # ---------------------------------------------------------------- (1) implementation

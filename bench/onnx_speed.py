@@ -35,7 +35,7 @@ from contextlib import contextmanager
 import _common  # noqa: F401  (one thread, before torch)
 import numpy as np
 import torch
-from _common import build_recipe, compare, load_corpus, millions, one_thread, print_ratio
+from _common import build_recipe, load_corpus, millions, one_thread, print_ratio, timed_rtf
 
 from lit_codec.codec import Codec
 from lit_codec.onnx_export import export_onnx
@@ -80,15 +80,6 @@ def in_float32(codec: Codec, fn: Callable[[], object]) -> Callable[[], object]:
             return fn()
 
     return run
-
-
-def timed_rtf(
-    fns: dict[str, Callable[[], object]], seconds: float, rounds: int
-) -> dict[str, float]:
-    """Real-time factor of each function (one call codes ``seconds`` of audio)."""
-    with torch.inference_mode():
-        times = compare(fns, rounds=rounds, warmup=1)
-    return {name: seconds / t for name, t in times.items()}
 
 
 def check(codec: Codec, onnx_codec: OnnxCodec, wav: torch.Tensor) -> None:
