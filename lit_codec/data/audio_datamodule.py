@@ -57,6 +57,11 @@ class AudioShardDataModule(L.LightningDataModule):
             counted once by reading the shards).
         max_eval_clips: read at most this many validation/test clips.
         seed: seed of shard order, shuffling and crops.
+        speed_range: ``(low, high)``: speed perturbation of training crops (pitch and
+            formants move together; e.g. ``[0.75, 1.15]`` turns female voices towards male
+            ones), drawn log-uniformly; ``None`` (default): off. Validation and test
+            clips are never perturbed.
+        speed_probability: fraction of training crops perturbed when ``speed_range`` is set.
     """
 
     def __init__(
@@ -76,6 +81,8 @@ class AudioShardDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         max_eval_clips: int | None = 256,
         seed: int = 0,
+        speed_range: tuple[float, float] | None = None,
+        speed_probability: float = 0.5,
     ):
         super().__init__()
         self.root = root
@@ -93,6 +100,8 @@ class AudioShardDataModule(L.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.max_eval_clips = max_eval_clips
         self.seed = seed
+        self.speed_range = None if speed_range is None else tuple(speed_range)
+        self.speed_probability = speed_probability
         self.corrupt_samples_skipped = 0
         self._eval_sets: dict[str, AudioClipDataset] = {}
         self._train_loader: FixedLengthLoader | None = None
@@ -209,6 +218,8 @@ class AudioShardDataModule(L.LightningDataModule):
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
+                speed_range=self.speed_range,
+                speed_probability=self.speed_probability,
             )
             loader = DataLoader(
                 stream,

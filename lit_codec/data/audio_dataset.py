@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -107,6 +108,11 @@ class AudioShardStream(IterableDataset):
         shuffle_buffer: samples held for shuffling (0: no shuffling).
         seed: base seed; shard order is shared by all ranks, crops differ per reader.
         rank, world_size: this process's place among the data-parallel ranks.
+        speed_range: ``(low, high)`` speed factors for speed perturbation (``None``: off).
+            A factor ``s`` plays ``segment * s`` samples of the clip in ``segment`` samples:
+            ``s < 1`` lowers pitch and formants together (a female voice towards a male
+            one), ``s > 1`` raises them. Drawn log-uniformly, per crop.
+        speed_probability: fraction of crops that are perturbed.
     """
 
     def __init__(
@@ -119,8 +125,19 @@ class AudioShardStream(IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        speed_range: tuple[float, float] | None = None,
+        speed_probability: float = 0.5,
     ):
         super().__init__()
+        if speed_range is not None:
+            low, high = (float(v) for v in speed_range)
+            if not 0 < low <= high:
+                raise ValueError(f"speed_range must be (low, high) with 0 < low <= high, got {speed_range}")
+            speed_range = (low, high)
+        if not 0 <= speed_probability <= 1:
+            raise ValueError(f"speed_probability must be in [0, 1], got {speed_probability}")
+        self.speed_range = speed_range
+        self.speed_probability = speed_probability
         if not urls:
             raise ValueError("no training shards")
         self.urls = list(urls)
@@ -165,8 +182,21 @@ class AudioShardStream(IterableDataset):
             if not yielded and epoch > 2:
                 raise RuntimeError(f"no readable samples in {len(mine)} shards such as {mine[0]}")
 
+    def _speed(self, rng: random.Random) -> float:
+        """The speed factor of the next crop (1: unchanged)."""
+        if self.speed_range is None or rng.random() >= self.speed_probability:
+            return 1.0
+        low, high = self.speed_range
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+
     def _crop(self, key: str, url: str, data: bytes, rng: random.Random) -> tuple[np.ndarray, int]:
-        """Decode only a random ``segment`` of the clip (seeking in the FLAC), zero-padded."""
+        """Decode only a random ``segment`` of the clip (seeking in the FLAC), zero-padded.
+
+        With speed perturbation, ``round(segment * s)`` samples are read and resampled to
+        ``segment`` (soxr), so the crop still holds ``segment`` samples.
+        """
+        speed = self._speed(rng)
+        need = max(1, round(self.segment * speed))
         with sf.SoundFile(io.BytesIO(data)) as f:
             if f.samplerate != self.sample_rate:
                 raise ValueError(
@@ -174,11 +204,16 @@ class AudioShardStream(IterableDataset):
                 )
             if f.channels != 1:
                 raise ValueError(f"sample {key} in {url} has {f.channels} channels, not 1")
-            offset = rng.randrange(f.frames - self.segment + 1) if f.frames > self.segment else 0
+            offset = rng.randrange(f.frames - need + 1) if f.frames > need else 0
             f.seek(offset)
-            audio = f.read(min(self.segment, f.frames), dtype="float32", always_2d=True)[:, 0]
+            audio = f.read(min(need, f.frames), dtype="float32", always_2d=True)[:, 0]
         if not np.isfinite(audio).all():
             raise ValueError(f"sample {key} in {url} holds NaN or inf")
+        if need != self.segment:
+            real = len(audio)
+            audio = soxr.resample(audio, need, self.segment).astype(np.float32, copy=False)
+            clip, _ = crop_or_pad(audio, self.segment, 0)
+            return clip, min(self.segment, round(real / speed))
         return crop_or_pad(audio, self.segment, 0)
 
     def __iter__(self) -> Iterator[AudioBatch]:

@@ -269,3 +269,19 @@ def test_codec_gan_trains_with_it(precision):
     trainer.fit(model, loader(n=8, batch_size=4, length=400))
     assert model.generator_step == 2 and model.nonfinite_steps == 0
     assert all(not torch.equal(before[n], p) for n, p in generator.named_parameters())
+
+
+def test_fastest_precision_follows_the_hardware(monkeypatch):
+    from lit_codec.nn import convnext_codec
+
+    probe = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(convnext_codec, "native_bf16", lambda device_type, n=native: n)
+        with convnext_codec.trunk_autocast("fastest", "cpu"):
+            assert probe(x).dtype == dtype
+    # what this machine reports is what the recipes get
+    assert isinstance(convnext_codec.native_bf16("cpu"), bool)
+    assert convnext_codec.native_bf16("meta") is False
+    with pytest.raises(ValueError, match="fastest"):
+        convnext_codec.trunk_autocast("fast", "cpu")
