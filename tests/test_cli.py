@@ -11,7 +11,8 @@ from lit_codec.cli import expand_recipes, main, run_lightning
 from lit_codec.codec import EXPECTED_CHECKPOINT, Codec
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+# every recipe LightningCLI reads (recipes/lm/tasks.yaml is data: the LM task templates)
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.name != "tasks.yaml")
 SPEECH = sorted((REPO / "data_prep" / "samples" / "speech").rglob("*.flac"))
 
 
