@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_codec.cli import add_threads_argument, set_threads
+from lit_codec.commands.common import add_threads_argument, set_threads
 from lit_codec.metrics.functional import METRICS, align, check_metric_names, score_pair
 from lit_codec.metrics.report import (
     System,
@@ -372,7 +372,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Rate–distortion report of a codec over a set of clips (see lit_codec/evaluate.py).",
     )
     p.add_argument(
-        "--ckpt", required=True, help="codec checkpoint (.ckpt) or export (.safetensors)"
+        "--ckpt",
+        default="speech16k",
+        help="codec checkpoint (.ckpt), export (.safetensors), or a shipped codec's name "
+        "(default: speech16k)",
     )
     p.add_argument(
         "--input",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_codec.cli import add_threads_argument, set_threads
+from lit_codec.commands.common import add_threads_argument, set_threads
 from lit_codec.metrics.functional import METRICS, align, check_metric_names, score_pair
 from lit_codec.metrics.report import format_table, summarize
 

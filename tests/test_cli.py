@@ -248,11 +248,12 @@ def test_validate_test_and_predict_from_a_checkpoint(trained_debug, sample_shard
 
 
 def test_help_lists_every_command(capsys):
-    from lit_codec.cli import EVALUATION_COMMANDS, INFERENCE_COMMANDS, LIGHTNING_COMMANDS
+    from lit_codec.cli import LIGHTNING_COMMANDS
+    from lit_codec.commands import COMMANDS
 
     main(["--help"])
     listed = capsys.readouterr().out
-    for command in (*LIGHTNING_COMMANDS, *INFERENCE_COMMANDS, *EVALUATION_COMMANDS):
+    for command in (*LIGHTNING_COMMANDS, *COMMANDS):
         assert f"\n  {command} " in listed, command
     with pytest.raises(SystemExit) as stop:  # no command: the overview, and a usage error
         main([])
