@@ -78,13 +78,18 @@ class Codec(nn.Module):
     ) -> Codec:
         """Load a codec from a Lightning checkpoint of :class:`~lit_codec.models.CodecGAN`
         (``.ckpt``), an export (``.safetensors``) or a sharded checkpoint folder, told apart
-        by their content.
+        by their content; or a shipped codec by name (``"speech16k"``, see :meth:`pretrained`)
+        when no file of that name exists.
 
         Raises:
             FileNotFoundError: nothing exists at ``path``.
             ValueError: ``path`` is not a codec checkpoint (the message says what it looks
                 like and what was expected), or holds objects it cannot load safely.
         """
+        from lit_codec.pretrained import is_pretrained_name, pretrained_path
+
+        if is_pretrained_name(path):
+            path = pretrained_path(str(path))
         path = Path(path)
         kind = file_kind(path)
         if kind == "missing":
@@ -112,19 +117,46 @@ class Codec(nn.Module):
             generator.to(map_location), quantizer.to(map_location), config["sample_rate"], config
         )
 
-    def export(self, path: str | os.PathLike) -> Path:
+    @classmethod
+    def pretrained(
+        cls, name: str = "speech16k", map_location: str | torch.device = "cpu"
+    ) -> Codec:
+        """A codec that ships with the package (:mod:`lit_codec.pretrained`), e.g.
+        ``Codec.pretrained("speech16k")``: 16 kHz speech at 1.5 / 3 / 6 kbps."""
+        from lit_codec.pretrained import pretrained_path
+
+        return cls.from_checkpoint(pretrained_path(name), map_location=map_location)
+
+    def export(self, path: str | os.PathLike, weights: str = "float32") -> Path:
         """Write the codec as ``.safetensors`` (weights + configuration), loadable by
         :meth:`from_checkpoint`. The file replaces ``path`` atomically and gets the mode of
-        any new file (``0o666`` less the umask)."""
+        any new file (``0o666`` less the umask).
+
+        Args:
+            path: the file to write.
+            weights: ``"float32"`` (exact), or ``"int8"`` / ``"int4"`` for a compact file
+                (:mod:`lit_codec.compact`: 4x / about 6x smaller; the loaded codec computes
+                with the rounded weights, so its fingerprint and its codes differ from this
+                codec's).
+        """
         from safetensors.torch import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        fingerprint = self.fingerprint
+        extra: dict[str, str] = {}
+        if weights != "float32":
+            from lit_codec.compact import pack, unpack
+
+            state, extra = pack(state, weights)  # type: ignore[arg-type]
+            # the fingerprint of what a load gives: the rounded weights
+            fingerprint = _fingerprint(self.config, unpack(state, extra))
         meta = {
             "format": FORMAT,
             "config": json.dumps(self.config),
-            "fingerprint": self.fingerprint,
+            "fingerprint": fingerprint,
+            **extra,
         }
         # safetensors' save_file writes through a private (0600) temporary file: serialise
         # here and write with open(), which creates files as every other output is created
@@ -338,7 +370,10 @@ def _load_export(
         raise ValueError(
             not_a_checkpoint(path, "is a safetensors file without lit-codec's metadata")
         )
-    return json.loads(meta["config"]), load_file(str(path), device=str(map_location))
+    from lit_codec.compact import unpack
+
+    state = unpack(load_file(str(path), device="cpu"), meta)
+    return json.loads(meta["config"]), {k: v.to(map_location) for k, v in state.items()}
 
 
 def _load_lightning(
