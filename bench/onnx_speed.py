@@ -1,9 +1,10 @@
 """ONNX export speed: the speech codec run by onnxruntime against the same codec in PyTorch.
 
-The codec of ``recipes/codec/speech_16khz_convnext.yaml`` (ConvNeXt generator, 15.6 M
-parameters, and 12 x 1024 residual VQ: 6 kbps), built as ``lit-codec fit`` builds it with
-random weights (no trained model is shipped yet), wrapped in :class:`lit_codec.Codec`,
-exported by :func:`lit_codec.onnx_export.export_onnx` with all 12 codebooks and run by
+The shipped codec ``speech16k`` (``--ckpt``, the default; trained by
+``recipes/codec/speech_16khz_convnext.yaml``: ConvNeXt generator, 15.6 M parameters, 12 x
+1024 residual VQ: 6 kbps), or with ``--random`` (needed by ``--causal``, as the shipped model
+is not causal) the recipe's networks built as ``lit-codec fit`` builds them with random
+weights, wrapped in :class:`lit_codec.Codec`, exported by :func:`lit_codec.onnx_export.export_onnx` with all 12 codebooks and run by
 :class:`lit_codec.onnx_runtime.OnnxCodec`. One call encodes and decodes ``--seconds`` of
 the shipped speech samples at 16 kHz (default 10 s, one clip). Everything on one thread
 (PyTorch's and onnxruntime's intra- and inter-op pools); every function gets a warm-up
@@ -11,7 +12,8 @@ call, then the sides are timed in alternating rounds and each figure is the medi
 real-time factor (RTF) is seconds of audio encoded and decoded per second of wall time.
 
 Three sides: PyTorch as the recipe configures it (``Codec.encode``/``decode`` under
-``torch.inference_mode``, trunks under bf16 autocast: ``trunk_precision: bfloat16``),
+``torch.inference_mode``, ``trunk_precision: fastest``: bf16 trunks on CPUs with AMX or
+AVX-512 BF16, float32 elsewhere),
 PyTorch with float32 trunks (what the ONNX graphs compute), and onnxruntime (float32 graphs,
 ``OnnxCodec.encode``/``decode``). The script first checks that onnxruntime gives the codes of
 PyTorch in float32 and prints the largest waveform difference. ``--causal`` builds the
@@ -19,7 +21,8 @@ causal variant (``generator.init_args.causal true``), which also has step graphs
 20 ms streaming (one frame per chunk) through ``OnnxCodec.streaming`` against
 ``Codec.streaming`` (recipe and float32 trunks).
 
-Run: ``OMP_NUM_THREADS=1 python bench/onnx_speed.py [--seconds 10] [--rounds 5] [--causal]``
+Run: ``OMP_NUM_THREADS=1 python bench/onnx_speed.py [--ckpt speech16k | --random [--causal]]
+[--seconds 10] [--rounds 5]``
 (needs ``pip install -e .[onnx]``). The last line is ``ratio: X``, X = onnxruntime's RTF over
 the faster of the two PyTorch figures (X > 1: the ONNX export is faster).
 """
@@ -111,15 +114,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length per call")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per function")
     parser.add_argument("--input", default=None, help="audio folder (default: data_prep/samples)")
-    parser.add_argument("--causal", action="store_true", help="causal model; also time streaming")
+    parser.add_argument("--ckpt", default="speech16k", help="codec to export (default: the shipped one)")
+    parser.add_argument("--random", action="store_true", help="the recipe's networks, random weights")
+    parser.add_argument("--causal", action="store_true",
+                        help="with --random: the causal variant; also time streaming")  # fmt: skip
     args = parser.parse_args()
+    if args.causal and not args.random:
+        parser.error("--causal needs --random (the shipped speech16k is not causal)")
     one_thread()
     torch.manual_seed(0)
     clips = load_corpus(args.input, SAMPLE_RATE, max_seconds=args.seconds)
     audio = np.resize(np.concatenate(clips), int(args.seconds * SAMPLE_RATE))  # repeat if short
     wav = torch.from_numpy(audio).view(1, 1, -1)  # (1, 1, T)
 
-    codec = recipe_codec(args.causal)
+    codec = recipe_codec(args.causal) if args.random else Codec.from_checkpoint(args.ckpt)
+    print(f"codec: {'random weights' if args.random else args.ckpt} ({codec.fingerprint})")
     q = codec.quantizer
     print(f"codec: {millions(codec.generator):.2f} M generator parameters, {q.n_q} x "
           f"{q.codebook_size} codes, {q.kbps(q.n_q):g} kbps")  # fmt: skip
@@ -154,7 +163,7 @@ def main() -> None:
             print(f"streaming, 20 ms chunks: PyTorch {streaming['torch']:.2f}x real time (recipe), "
                   f"{streaming['torch_fp32']:.2f}x (float32 trunks); onnxruntime "
                   f"{streaming['onnx']:.2f}x")  # fmt: skip
-    print(f"PyTorch, recipe (bf16 trunks): {rtf['torch']:6.2f}x real time")
+    print(f"PyTorch, recipe (trunks {codec.generator.encoder.trunk_precision}): {rtf['torch']:6.2f}x real time")
     print(f"PyTorch, float32 trunks:       {rtf['torch_fp32']:6.2f}x real time")
     print(f"onnxruntime (float32):         {rtf['onnx']:6.2f}x real time")
     best = max(rtf["torch"], rtf["torch_fp32"])
