@@ -12,7 +12,10 @@ from lit_codec.codec import EXPECTED_CHECKPOINT, Codec
 
 REPO = Path(__file__).resolve().parents[1]
 # every recipe LightningCLI reads (recipes/lm/tasks.yaml is data: the LM task templates)
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.name != "tasks.yaml")
+# recipes/lm/ (CodecLM) are built by tests/models/test_codec_lm.py with a stand-in data module
+# until lit_codec.data.TokenShardDataModule exists
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
+                 if p.name != "tasks.yaml" and "lm" not in p.relative_to(REPO / "recipes").parts)
 SPEECH = sorted((REPO / "data_prep" / "samples" / "speech").rglob("*.flac"))
 
 
