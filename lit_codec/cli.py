@@ -15,6 +15,10 @@ Inference:
 
 ``--ckpt`` defaults to the shipped codec ``speech16k`` (lit_codec/pretrained).
 
+Codec language model:
+    lit-codec fit-kmeans --input CLIPS_OR_SHARDS --output km.safetensors --k 100
+    lit-codec tokens     --input TOKEN_SHARDS [--task se] [--count 5] [--json]
+
 Evaluation:
     lit-codec score    --reference R --degraded D [--metrics pesq,stoi,...] [--json]
     lit-codec evaluate --ckpt C --input DIR_OR_SHARDS --kbps 1.5,3,6 --output REPORT_DIR [--baseline opus]
@@ -85,6 +89,7 @@ inference (--ckpt C: a checkpoint, an export, or a shipped codec; default: speec
 
 codec language model:
   fit-kmeans k-means semantic units on MFCC or HuBERT features: --input CLIPS_OR_SHARDS --output km.safetensors --k 100
+  tokens     show the task sequences of token shards, segment by segment: --input TOKENS [--task se] [--count 5] [--json]
 
 quality:
   evaluate   rate-distortion report of a codec over clips (PESQ, STOI, ViSQOL, ...; --baseline opus)

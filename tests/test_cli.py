@@ -12,8 +12,8 @@ from lit_codec.codec import EXPECTED_CHECKPOINT, Codec
 
 REPO = Path(__file__).resolve().parents[1]
 # every recipe LightningCLI reads (recipes/lm/tasks.yaml is data: the LM task templates)
-# recipes/lm/ (CodecLM) are built by tests/models/test_codec_lm.py with a stand-in data module
-# until lit_codec.data.TokenShardDataModule exists
+# but recipes/lm/ (CodecLM): tests/models/test_codec_lm.py builds and fits those on token
+# shards it makes (they need a data root before the network can be sized)
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
                  if p.name != "tasks.yaml" and "lm" not in p.relative_to(REPO / "recipes").parts)
 SPEECH = sorted((REPO / "data_prep" / "samples" / "speech").rglob("*.flac"))

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from lit_codec import Codec
-from lit_codec.compact import pack, packed_bytes, unpack
 from lit_codec.cli import main
-
+from lit_codec.compact import pack, packed_bytes, unpack
 from lit_codec.nn import ConvNeXtGenerator, ResidualVectorQuantizer
 from lit_codec.nn.configurable import module_config
 

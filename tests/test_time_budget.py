@@ -77,6 +77,21 @@ def test_resume_continues_from_the_saved_elapsed_time():
     assert sched2.fraction() == pytest.approx(0.5)
 
 
+def test_resume_with_a_larger_budget_extends_the_cosine():
+    clock = FakeClock()
+    opt, sched = _setup(clock, budget=100.0, warmup=0.0, final_factor=0.0)
+    _advance(opt, sched, clock, 0)
+    for _ in range(10):
+        _advance(opt, sched, clock, 10)
+    assert _lr(opt) == pytest.approx(0.0, abs=1e-12)  # the first budget is spent
+    opt2, sched2 = _setup(clock, budget=200.0, warmup=0.0, final_factor=0.0)
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.budget == 200.0
+    _advance(opt2, sched2, clock, 0)
+    assert sched2.fraction() == pytest.approx(0.5)
+    assert _lr(opt2) == pytest.approx(1e-3 * 0.5)
+
+
 def test_durations_and_bad_arguments():
     assert parse_duration("02:00:00") == 7200
     assert parse_duration("01:00:00:30") == 86430

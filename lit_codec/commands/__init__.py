@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "export": "commands.export:main",
     "info": "commands.info:main",
     "fit-kmeans": "commands.fit_kmeans:main",
+    "tokens": "commands.tokens:main",
     "score": "scoring:score_main",
     "evaluate": "evaluate:evaluate_main",
 }

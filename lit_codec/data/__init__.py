@@ -13,6 +13,8 @@ _EXPORTS = {
     "AudioShardDataModule": "lit_codec.data.audio_datamodule",
     "PrepareSettings": "lit_codec.data.prepare",
     "prepare_shards": "lit_codec.data.prepare",
+    "TokenBatch": "lit_codec.data.token_batch",
+    "TokenShardDataModule": "lit_codec.data.token_datamodule",
 }
 
 __all__ = list(_EXPORTS)

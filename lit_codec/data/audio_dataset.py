@@ -28,9 +28,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 
-from lit_codec.data.shards import decode_audio_sample, iter_tar_samples
+from lit_codec.data.shards import decode_audio_sample, endless_samples, iter_tar_samples, reader_of
 
 __all__ = [
     "AudioBatch",
@@ -149,38 +149,18 @@ class AudioShardStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
 
-    def _reader(self) -> tuple[int, int]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        return self.rank * workers + worker, self.world_size * workers
-
     def _samples(
         self, reader: int, readers: int, counter: _SkipCounter
     ) -> Iterator[tuple[str, str, bytes]]:
         """(key, url, encoded audio) of this reader's samples, pass after pass, forever."""
-        for epoch in range(10**12):
-            urls = list(self.urls)
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(urls)  # same order on every rank
-            if len(urls) >= readers:
-                mine, keep = urls[reader::readers], None
-            else:  # fewer shards than readers: every reader reads all shards, keeps its share
-                mine, keep = urls, reader
-            yielded = False
-            for i, sample in enumerate(iter_tar_samples(mine, counter)):
-                if keep is not None and i % readers != keep:
-                    continue
-                data = next((sample[k] for k in AUDIO_MEMBERS if k in sample), None)
-                if data is None:
-                    counter(
-                        ValueError(
-                            f"sample {sample['__key__']} in {sample['__url__']} has no audio member"
-                        )
-                    )
-                    continue
-                yielded = True
-                yield sample["__key__"], sample["__url__"], data
-            if not yielded and epoch > 2:
-                raise RuntimeError(f"no readable samples in {len(mine)} shards such as {mine[0]}")
+        for sample in endless_samples(self.urls, self.seed, reader, readers, counter):
+            data = next((sample[k] for k in AUDIO_MEMBERS if k in sample), None)
+            if data is None:
+                counter(
+                    ValueError(f"sample {sample['__key__']} in {sample['__url__']} has no audio member")
+                )
+                continue
+            yield sample["__key__"], sample["__url__"], data
 
     def _speed(self, rng: random.Random) -> float:
         """The speed factor of the next crop (1: unchanged)."""
@@ -217,7 +197,7 @@ class AudioShardStream(IterableDataset):
         return crop_or_pad(audio, self.segment, 0)
 
     def __iter__(self) -> Iterator[AudioBatch]:
-        reader, readers = self._reader()
+        reader, readers = reader_of(self.rank, self.world_size)
         rng = random.Random((self.seed + 1) * 7919 + reader)
         counter = _SkipCounter()
         reported = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["ShardSet", "decode_audio_sample", "expand_urls", "iter_tar_samples", "load_index"]
+__all__ = [
+    "ShardSet",
+    "decode_audio_sample",
+    "endless_samples",
+    "expand_urls",
+    "iter_tar_samples",
+    "load_index",
+    "reader_of",
+]
 
 
 @dataclass
@@ -111,6 +120,48 @@ def iter_tar_samples(urls: Sequence[str], handler: Callable[[Exception], bool]) 
             yield from group_by_keys(tar_file_expander([source], handler=handler), handler=handler)
         finally:
             source["stream"].close()
+
+
+def reader_of(rank: int, world_size: int) -> tuple[int, int]:
+    """``(reader, readers)``: this DataLoader worker's place among all readers of all ranks."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info else (1, 0)
+    return rank * workers + worker, world_size * workers
+
+
+def endless_samples(
+    urls: Sequence[str],
+    seed: int,
+    reader: int,
+    readers: int,
+    handler: Callable[[Exception], bool],
+) -> Iterator[dict]:
+    """The raw samples of one reader, pass after pass over the shards, forever.
+
+    Each pass shuffles the shard order with ``(seed, pass)``, the same order for every
+    reader; reader ``r`` of ``readers`` takes shards ``r, r + readers, ...`` (or, with fewer
+    shards than readers, reads them all and keeps every ``readers``-th sample). Raises
+    RuntimeError when three passes in a row yield nothing (every shard unreadable).
+    """
+    empty = 0
+    for epoch in range(10**12):
+        order = list(urls)
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)  # same order on every rank
+        if len(order) >= readers:
+            mine, keep = order[reader::readers], None
+        else:
+            mine, keep = order, reader
+        yielded = False
+        for i, sample in enumerate(iter_tar_samples(mine, handler)):
+            if keep is not None and i % readers != keep:
+                continue
+            yielded = True
+            yield sample
+        empty = 0 if yielded else empty + 1
+        if empty >= 3:
+            raise RuntimeError(f"no readable samples in {len(mine)} shards such as {mine[0]}")
 
 
 def decode_audio_sample(sample: dict) -> tuple[np.ndarray, int, dict]:

@@ -526,7 +526,8 @@ def _finish(
         entries.extend(ledger["report"])
         info = splits.setdefault(
             split,
-            {"shards": [], "num_samples": 0, "seconds": 0.0, "frames": 0, "tasks": dict(served)},
+            {"shards": [], "num_samples": 0, "seconds": 0.0, "frames": 0,
+             "tasks": dict.fromkeys(served, 0)},  # fmt: skip
         )
         if ledger["samples"]:
             info["shards"].append(name)
@@ -576,6 +577,9 @@ def _finish(
         "codec": content["codec"],
         "tasks": content["tasks"],
         "fields": {t.name: list(t.sources) for t in templates},
+        # the templates the samples were made for: the data module builds sequences from
+        # these, whatever recipes/lm/tasks.yaml says later (load_templates reads this mapping)
+        "templates": {"tasks": content["templates"]},
         "vocab_hash": vocab.hash,
         "vocabulary": {**vocab.schema(), "hash": vocab.hash},
         "splits": splits,

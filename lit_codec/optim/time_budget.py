@@ -42,7 +42,11 @@ class TimeBudgetLR(LRScheduler):
 
     Time counts from the first ``step()`` after construction; the elapsed time is part of
     ``state_dict()``, so a resumed run continues the schedule where it stopped (the time
-    between the save and the resume is not counted). Runs are not bit-reproducible: the
+    between the save and the resume is not counted). The schedule's shape (``budget``,
+    ``warmup``, the factors) is the one constructed, not the saved one: to extend a finished
+    run, resume it with a larger ``budget`` and ``trainer.max_time`` together, and the
+    cosine continues from the elapsed fraction of the new budget (2 h of a new 4 h budget:
+    half-way, at about half the peak rate). Runs are not bit-reproducible: the
     learning rate of a step depends on how fast the machine made the steps before it.
 
     Args:
@@ -106,5 +110,6 @@ class TimeBudgetLR(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
-        self.__dict__.update(state_dict)
+        shape = ("budget", "warmup", "start_factor", "final_factor")
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in shape})
         self._started = None

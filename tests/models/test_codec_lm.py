@@ -123,45 +123,42 @@ def trainer(max_steps: int, tmp_path=None, **kwargs) -> L.Trainer:
     return L.Trainer(**options)
 
 
-class StandInTokenData(L.LightningDataModule):
-    """Stands in for ``lit_codec.data.TokenShardDataModule`` (same init_args the LM recipes
-    give it) so that the recipes are built and fitted here; tiny in-memory batches."""
-
-    def __init__(self, root: str | None = None, tasks: dict[str, float] | None = None,
-                 max_tokens: int = 1000, num_workers: int = 0, seed: int = 0):  # fmt: skip
-        super().__init__()
-        self.tasks = dict(tasks or {"se": 1.0})
-        self.max_tokens, self.seed = max_tokens, seed
-        names = [t for t in ("se", "tts") if t in self.tasks] or ["se"]
-        self.vocabulary, self.templates = tiny_vocabulary(tuple(names))
-        self.names = names
-
-    def _batches(self, count, seed):
-        return [collate(self.vocabulary, sequences(self.vocabulary, self.templates,
-                                                   [self.names[(i + j) % len(self.names)] for j in range(4)],
-                                                   seed=seed + i)) for i in range(count)]  # fmt: skip
-
-    def train_dataloader(self):
-        return DataLoader(self._batches(4, self.seed), batch_size=None)
-
-    def val_dataloader(self):
-        return DataLoader(self._batches(1, 1000), batch_size=None)
-
-
 def lm_recipe_args(*recipes: str) -> list[str]:
-    """``--config`` arguments of LM recipes (each with its ``extends`` chain), their data
-    module replaced by the stand-in."""
+    """``--config`` arguments of LM recipes (each with its ``extends`` chain)."""
     from lit_codec.cli import recipe_chain
 
     args = []
     for recipe in recipes:
         for _, content in recipe_chain(REPO / "recipes" / "lm" / recipe):
-            text = yaml.safe_dump(content, sort_keys=False)
-            args += [
-                "--config",
-                text.replace("lit_codec.data.TokenShardDataModule", f"{__name__}.StandInTokenData"),
-            ]
+            args += ["--config", yaml.safe_dump(content, sort_keys=False)]
     return args
+
+
+@pytest.fixture(scope="module")
+def token_root(tmp_path_factory) -> Path:
+    """Token shards (se, tse) of tiny 8 kHz clips, made with the tiny SEANet codec (1000
+    frames/s: a 1 s clip is a 1000-frame target)."""
+    from lit_codec.data.token_shards import TokenShardSettings, make_token_shards
+    from tests.data.token_factory import export_tiny_codec, make_audio_shards
+
+    root = tmp_path_factory.mktemp("lm_tokens")
+    audio = make_audio_shards(root, valid_fraction=0.25, split_by="speaker")
+    out = root / "tokens"
+    make_token_shards(TokenShardSettings(str(audio), str(out), codec=str(export_tiny_codec(root / "codec.safetensors")),
+                                         tasks=("se", "tse"), shard_max_samples=4, workers=1, progress=False))  # fmt: skip
+    return out
+
+
+def data_args(root: Path, tasks: str = '{"se": 1.0}') -> list[str]:
+    """The fixture's shards, tasks it holds, a budget its sequences fit, no worker process."""
+    return ["--data.root", str(root), "--data.tasks", tasks, "--data.max_tokens", "7000",
+            "--data.num_workers", "0"]  # fmt: skip
+
+
+def shard_hash(root: Path) -> str:
+    import json
+
+    return json.loads((root / "index.json").read_text())["vocab_hash"]
 
 
 # --------------------------------------------------------------------------- masks and dropout
@@ -440,21 +437,27 @@ LM_RECIPES = ["base.yaml", "se/debug.yaml", "se/uniaudio.yaml", "tts/debug.yaml"
 
 
 @pytest.mark.parametrize("recipe", LM_RECIPES)
-def test_the_lm_recipes_build(recipe, tmp_path):
+def test_the_lm_recipes_build(recipe, token_root, tmp_path):
     from lit_codec.cli import run_lightning
+    from lit_codec.data import TokenShardDataModule
 
     text = (REPO / "recipes" / "lm" / recipe).read_text()
     assert text.startswith("#") and "Run:" in text and "Result:" in text
-    cli = run_lightning([*lm_recipe_args(recipe), "--trainer.default_root_dir", str(tmp_path),
-                         "--trainer.logger", "false"], run=False)  # fmt: skip
+    args = [*lm_recipe_args(recipe), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
+    cli = run_lightning(args, run=False)  # the recipe as written: no shard is read
+    data = cli.datamodule
+    assert isinstance(data, TokenShardDataModule) and data.root is None and data.vocabulary is None
+    assert data.tasks and all(w > 0 for w in data.tasks.values())
+    with pytest.raises(ValueError, match="set data.root"):
+        data.setup("fit")
+    cli = run_lightning([*args, *data_args(token_root, '{"se": 1.0, "tse": 1.0}')], run=False)
     model = cli.model
     assert isinstance(model, CodecLM) and model.network is None  # built from the data's vocabulary
+    cli.datamodule.setup("fit")
     model.use_vocabulary(cli.datamodule.vocabulary, "the data")
     if recipe != "se/uniaudio.yaml":  # 16 x 768: not built here
         network = model.build_network()
         assert network.vocab_size == cli.datamodule.vocabulary.size
-    config = yaml.safe_load((REPO / "recipes" / "lm" / recipe).read_text())
-    assert "tasks" in str(config) or "extends" in config
 
 
 def test_the_fsdp_delta_applies_to_an_lm_recipe(tmp_path):
@@ -467,21 +470,24 @@ def test_the_fsdp_delta_applies_to_an_lm_recipe(tmp_path):
     assert isinstance(cli.trainer.strategy, ModelParallelStrategy)
 
 
+def _checkpoint_every(steps: int) -> list[str]:
+    return ["--config", yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "lit_codec.callbacks.GeneratorStepCheckpoint",
+         "init_args": {"every_n_generator_steps": 0, "every_n_train_steps": steps, "save_last": True}}]}})]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_the_debug_recipe_fits_through_the_cli(tmp_path):
+def test_the_debug_recipe_fits_through_the_cli(token_root, tmp_path):
     from lit_codec.cli import main
 
-    main(["fit", *lm_recipe_args("se/debug.yaml"), "--data.root", str(tmp_path), "--trainer.max_steps", "3",
+    main(["fit", *lm_recipe_args("se/debug.yaml"), *data_args(token_root), "--trainer.max_steps", "3",
           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
           "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "3",
           "--trainer.num_sanity_val_steps", "0", "--model.init_args.scheduler.init_args.total_steps", "3",
-          "--config", yaml.safe_dump({"trainer": {"callbacks": [
-              {"class_path": "lit_codec.callbacks.GeneratorStepCheckpoint",
-               "init_args": {"every_n_generator_steps": 0, "every_n_train_steps": 3, "save_last": True}}]}})])  # fmt: skip
+          *_checkpoint_every(3)])  # fmt: skip
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
-    vocab, _ = tiny_vocabulary(("se",))
-    assert saved["lit_codec"]["vocab_hash"] == vocab.hash
+    assert saved["lit_codec"]["vocab_hash"] == shard_hash(token_root)
     assert saved["global_step"] == 3
 
 
@@ -496,23 +502,20 @@ def _fit_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_the_fsdp_delta_trains_an_lm_on_two_ranks_and_resumes(tmp_path):
+def test_the_fsdp_delta_trains_an_lm_on_two_ranks_and_resumes(token_root, tmp_path):
     def args(steps):
-        return [*lm_recipe_args("se/debug.yaml", "fsdp.yaml"), "--trainer.devices", "2", "--trainer.max_steps", str(steps),
-                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
-                "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "2",
-                "--trainer.num_sanity_val_steps", "0", "--model.init_args.scheduler.init_args.total_steps", "6",
-                "--config", yaml.safe_dump({"trainer": {"callbacks": [
-                    {"class_path": "lit_codec.callbacks.GeneratorStepCheckpoint",
-                     "init_args": {"every_n_generator_steps": 0, "every_n_train_steps": 2, "save_last": True}}]}})]  # fmt: skip
+        return [*lm_recipe_args("se/debug.yaml", "fsdp.yaml"), *data_args(token_root), "--trainer.devices", "2",
+                "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                "--trainer.val_check_interval", "2", "--trainer.num_sanity_val_steps", "0",
+                "--model.init_args.scheduler.init_args.total_steps", "6", *_checkpoint_every(2)]  # fmt: skip
 
     proc = _fit_subprocess(args(4), tmp_path)
     assert "returned a view tensor" not in proc.stderr  # FSDP2 gets owned logits
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert last.is_dir() and len(list(last.glob("*.distcp"))) == 2  # sharded, one file per rank
     meta = torch.load(last / "meta.pt", weights_only=True)
-    vocab, _ = tiny_vocabulary(("se",))
-    assert meta["lit_codec"]["vocab_hash"] == vocab.hash and meta["global_step"] == 4
+    assert meta["lit_codec"]["vocab_hash"] == shard_hash(token_root) and meta["global_step"] == 4
     assert meta["lit_codec"]["network"]["class_path"] == "lit_codec.nn.multiscale_lm.MultiScaleLM"
     _fit_subprocess([*args(6), "--ckpt_path", "last"], tmp_path)
     meta = torch.load(last / "meta.pt", weights_only=True)
