@@ -38,6 +38,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lit_codec.metrics.codebook import CodebookStatistics
+from lit_codec.models.training_state import (
+    NonFiniteGuard,
+    NonFiniteLossError,
+    rng_state,
+    set_rng_state,
+)
 from lit_codec.nn.augment import NoiseMixer
 from lit_codec.nn.configurable import module_config
 from lit_codec.nn.losses import AdversarialLoss, feature_matching_loss
@@ -69,10 +75,6 @@ class _CodecPath(nn.Module):
         q = self.quantizer(latent, n_q=n_q)
         audio = self.generator.decode(q.quantized, condition)[..., : wav.shape[-1]]  # (B, 1, T)
         return audio, latent, q
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced non-finite losses or gradients for too many steps in a row."""
 
 
 @dataclass
@@ -197,8 +199,7 @@ class CodecGAN(L.LightningModule):
         self.codebook_statistics = CodebookStatistics(
             quantizer.n_q, quantizer.codebook_size, sample_rate / generator.hop_length
         )
-        self.nonfinite_steps = 0
-        self.consecutive_nonfinite = 0
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps, "generator step", "lower the learning rates, enable gradient clipping or check the data.")
         self._pending_rng: dict[str, Any] | None = None  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ the codec
@@ -409,7 +410,7 @@ class CodecGAN(L.LightningModule):
 
         for sched in self._schedulers():
             sched.step()
-        self._count(skipped)
+        self.nonfinite.record(skipped, self.generator_step)
         self.generator_step += 1
 
         logs.update({k: v.detach() for k, v in losses.items()})
@@ -418,7 +419,7 @@ class CodecGAN(L.LightningModule):
         logs["vq/n_q"] = float(out.quantized.n_q)
         logs["train/grad_norm_g"] = norm_g
         logs["train/generator_step"] = float(self.generator_step)
-        logs["train/nonfinite_steps"] = float(self.nonfinite_steps)
+        logs["train/nonfinite_steps"] = float(self.nonfinite.total)
         logs["train/lr_g"] = opt_g.param_groups[0]["lr"]
         if self.trainer is not None and self.trainer.datamodule is not None:
             skipped_samples = getattr(self.trainer.datamodule, "corrupt_samples_skipped", None)
@@ -435,18 +436,10 @@ class CodecGAN(L.LightningModule):
             batch_size=clean.shape[0],
         )
 
-    def _count(self, skipped: bool) -> None:
-        if not skipped:
-            self.consecutive_nonfinite = 0
-            return
-        self.nonfinite_steps += 1
-        self.consecutive_nonfinite += 1
-        if self.consecutive_nonfinite >= self.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"losses or gradients were not finite for {self.consecutive_nonfinite} generator steps in a row "
-                f"(generator step {self.generator_step}); stopping. The last good checkpoint is kept: lower the "
-                "learning rates, enable gradient clipping or check the data."
-            )
+    @property
+    def nonfinite_steps(self) -> int:
+        """Optimizer steps skipped so far for a non-finite loss or gradient."""
+        return self.nonfinite.total
 
     # ------------------------------------------------------------------ validation
     def _evaluate(self, batch, stage: str) -> dict[str, Any]:
@@ -535,16 +528,14 @@ class CodecGAN(L.LightningModule):
         checkpoint["lit_codec"] = {
             "codec": self.codec_config(),
             "generator_step": self.generator_step,
-            "nonfinite_steps": self.nonfinite_steps,
-            "consecutive_nonfinite": self.consecutive_nonfinite,
-            "rng": _rng_state(),
+            **self.nonfinite.state_dict(),
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lit_codec", {})
         self.generator_step = int(state.get("generator_step", 0))
-        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
-        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        self.nonfinite.load_state_dict(state)
         # Noise mixing and anything else drawn from the global generators: the states are
         # set back right before the first batch, because what runs between restoring and
         # that batch draws from them too (each DataLoader iterator draws its base seed).
@@ -552,47 +543,8 @@ class CodecGAN(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._pending_rng is not None:
-            _set_rng_state(self._pending_rng)
+            set_rng_state(self._pending_rng)
             self._pending_rng = None
-
-
-def _rng_state() -> dict[str, Any]:
-    """Global random states as tensors and plain values (safe for ``weights_only`` loading)."""
-    import random
-
-    import numpy as np
-
-    np_state = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "gauss": float(np_state[4]),
-        },  # fmt: skip
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def si_sdr(

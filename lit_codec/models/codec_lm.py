@@ -55,17 +55,20 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_codec.data.token_batch import TokenBatch
 from lit_codec.lm.vocab import Vocabulary, VocabularyMismatch
-from lit_codec.models.codec_gan import NonFiniteLossError, _rng_state, _set_rng_state
-from lit_codec.nn.multiscale_lm import LMLoss, LMOutput, MultiScaleLM
+from lit_codec.models.training_state import (
+    NonFiniteGuard,
+    rng_state,
+    set_rng_state,
+)
+from lit_codec.nn.multiscale_lm import LMOutput, MultiScaleLM
 
-__all__ = ["CodecLM", "NetworkFactory", "drop_conditions", "load_network", "weighted_loss"]
+__all__ = ["CodecLM", "NetworkFactory", "drop_conditions", "load_network"]
 
 # MultiScaleLM without its five vocabulary sizes: (vocab_size, n_q, codebook_size,
 # codec_start, pad_id) -> network. A recipe's `class_path: lit_codec.nn.MultiScaleLM` with
@@ -145,8 +148,7 @@ class CodecLM(L.LightningModule):
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_source = ""  # where the vocabulary came from, for error messages
         self.batches_seen = 0  # training batches (micro-batches), saved in checkpoints
-        self.nonfinite_steps = 0
-        self.consecutive_nonfinite = 0
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps, "optimizer step", "lower the learning rate, keep gradient clipping on, use bf16 rather than fp16, or check the data.")
         self._skip_step = False  # this optimizer step's loss was not finite
         self._sharded = False
         self._pending_rng: dict[str, Any] | None = None
@@ -317,9 +319,8 @@ class CodecLM(L.LightningModule):
         self.batches_seen += 1
         output = self(batch)
         weights = self.codebook_weight_tensor()
-        result = weighted_loss(
-            self.network, output, batch.ids, self.loss_mask(batch), weights, check=batch_idx == 0
-        )
+        result = self.network.loss(output, batch.ids, self.loss_mask(batch), check=batch_idx == 0,
+                                   codebook_weights=weights)  # fmt: skip
         w = weights if weights is not None else torch.ones_like(result.tokens)
         count = (w * result.tokens).sum()  # weighted tokens of this rank
         loss = result.loss
@@ -341,7 +342,7 @@ class CodecLM(L.LightningModule):
         logs = {"train/loss": global_loss, "train/tokens": batch.mask.sum().float()}
         logs.update({f"train/acc@cb{k}": a for k, a in enumerate(result.accuracy)})
         logs["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        logs["train/nonfinite_steps"] = float(self.nonfinite_steps)
+        logs["train/nonfinite_steps"] = float(self.nonfinite.total)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(batch))
         self.log("loss", global_loss, prog_bar=True, logger=False, batch_size=len(batch))
         return loss
@@ -362,7 +363,7 @@ class CodecLM(L.LightningModule):
             flag = self.trainer.strategy.reduce(flag, reduce_op="min")
         skipped = self._skip_step or bool(flag.item() < 1.0)
         self._skip_step = False
-        self._count(skipped)
+        self.nonfinite.record(skipped, self.global_step)
         if skipped:
             for p in params:  # optimizers leave parameters without gradients untouched
                 p.grad = None
@@ -372,19 +373,10 @@ class CodecLM(L.LightningModule):
         if clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
-    def _count(self, skipped: bool) -> None:
-        if not skipped:
-            self.consecutive_nonfinite = 0
-            return
-        self.nonfinite_steps += 1
-        self.consecutive_nonfinite += 1
-        if self.consecutive_nonfinite >= self.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"the loss or the gradients were not finite for {self.consecutive_nonfinite} "
-                f"optimizer steps in a row (step {self.global_step}); stopping. The last good "
-                "checkpoint is kept: lower the learning rate, keep gradient clipping on, use "
-                "bf16 rather than fp16, or check the data."
-            )
+    @property
+    def nonfinite_steps(self) -> int:
+        """Optimizer steps skipped so far for a non-finite loss or gradient."""
+        return self.nonfinite.total
 
     # ------------------------------------------------------------------ validation
     def _tasks(self) -> list[str]:
@@ -456,9 +448,8 @@ class CodecLM(L.LightningModule):
             "vocab_hash": v.hash if v is not None else None,
             "network": _network_config(self.network) if self.network is not None else None,
             "batches_seen": self.batches_seen,
-            "nonfinite_steps": self.nonfinite_steps,
-            "consecutive_nonfinite": self.consecutive_nonfinite,
-            "rng": _rng_state(),
+            **self.nonfinite.state_dict(),
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -472,13 +463,12 @@ class CodecLM(L.LightningModule):
         self.use_vocabulary(Vocabulary.from_schema(schema), "the checkpoint's vocabulary")
         self.build_network()  # load_from_checkpoint: build before the weights are loaded
         self.batches_seen = int(state.get("batches_seen", 0))
-        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
-        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        self.nonfinite.load_state_dict(state)
         self._pending_rng = state.get("rng")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._pending_rng is not None:  # set back right before the first batch
-            _set_rng_state(self._pending_rng)
+            set_rng_state(self._pending_rng)
             self._pending_rng = None
 
 
@@ -508,44 +498,6 @@ def drop_conditions(batch: TokenBatch, drop: Tensor, pad_id: int) -> TokenBatch:
         changes["continuous"] = batch.continuous.masked_fill(cells, 0.0)  # (B, F, D)
         changes["is_continuous"] = batch.is_continuous & ~frames  # (B, F)
     return dataclasses.replace(batch, **changes)
-
-
-def weighted_loss(
-    network: MultiScaleLM,
-    output: LMOutput,
-    ids: Tensor,
-    loss_mask: Tensor,
-    weights: Tensor | None = None,
-    check: bool = True,
-) -> LMLoss:
-    """:meth:`MultiScaleLM.loss` with each token of codebook ``k`` weighted by ``weights[k]``.
-
-    ``loss = sum_k w_k * CE_k / sum_k w_k * tokens_k`` (CE_k: the summed cross-entropy of
-    codebook ``k``'s tokens); with ``weights`` None (all 1) it is ``network.loss``.
-    ``per_codebook``, ``accuracy`` and ``tokens`` are unweighted.
-    """
-    if weights is None:
-        return network.loss(output, ids, loss_mask, check=check)
-    targets = network.targets_to_local(ids[:, 1:], check=check)  # (B, F - 1, n_q)
-    mask = (targets >= 0) & loss_mask[:, 1:].bool()  # (B, F - 1, n_q)
-    targets = targets.clamp(min=0)
-    first, rest = output.first[:, :-1], output.rest[:, :-1]  # (B, F - 1, ...)
-    ce0 = F.cross_entropy(
-        first.reshape(-1, first.shape[-1]), targets[..., 0].reshape(-1), reduction="none"
-    ).view(*targets.shape[:2], 1)  # (B, F - 1, 1)
-    ce_rest = F.cross_entropy(
-        rest.reshape(-1, rest.shape[-1]), targets[..., 1:].reshape(-1), reduction="none"
-    ).view(*targets.shape[:2], -1)  # (B, F - 1, n_q - 1)
-    ce = torch.cat((ce0, ce_rest), dim=-1)  # (B, F - 1, n_q)
-    real = mask.to(ce.dtype)  # (B, F - 1, n_q)
-    tokens = real.sum((0, 1))  # (n_q,)
-    summed = (ce * real).sum((0, 1))  # (n_q,)
-    w = weights.to(ce.dtype)
-    loss = (w * summed).sum() / (w * tokens).sum().clamp(min=1e-8)
-    with torch.no_grad():
-        hit = torch.cat((first.argmax(-1)[..., None], rest.argmax(-1)), dim=-1) == targets
-        accuracy = (hit & mask).sum((0, 1)) / tokens.clamp(min=1)  # (n_q,)
-    return LMLoss(loss, summed.detach() / tokens.clamp(min=1), accuracy, tokens)
 
 
 def load_network(

@@ -311,8 +311,12 @@ class MultiScaleLM(Configurable, nn.Module):
         ids: Tensor,
         loss_mask: Tensor | None = None,
         check: bool = True,
+        codebook_weights: Tensor | None = None,
     ) -> LMLoss:
         """Cross-entropy of rows ``0 .. frames - 2`` against frames ``1 .. frames - 1``.
+
+        ``loss = sum_k w_k CE_k / sum_k w_k tokens_k`` with ``CE_k`` the summed cross-entropy
+        of codebook ``k``'s tokens (``w_k = 1`` without ``codebook_weights``: the token mean).
 
         Args:
             output: ``self(ids, ...)``.
@@ -321,6 +325,9 @@ class MultiScaleLM(Configurable, nn.Module):
                 which marks the positions of the tokens: the shift is done here); None: all.
             check: refuse targets a head cannot produce (one device sync); False drops
                 them from the loss instead.
+            codebook_weights: ``(n_q,)`` weight of each codebook's tokens (Moshi weights the
+                first, semantic codebook more); ``per_codebook``, ``accuracy`` and ``tokens``
+                stay unweighted.
         """
         targets = self.targets_to_local(ids[:, 1:], check=check)  # (B, T - 1, n_q)
         mask = targets >= 0  # (B, T - 1, n_q)
@@ -337,11 +344,16 @@ class MultiScaleLM(Configurable, nn.Module):
         ce = torch.cat(
             (ce0.view(*targets.shape[:2], 1), ce_rest.view(*targets.shape[:2], -1)), dim=-1
         )  # (B, T - 1, n_q)
-        weights = mask.to(ce.dtype)  # (B, T - 1, n_q)
-        tokens = weights.sum((0, 1))  # (n_q,)
-        loss = (ce * weights).sum() / weights.sum().clamp(min=1)
+        real = mask.to(ce.dtype)  # (B, T - 1, n_q)
+        tokens = real.sum((0, 1))  # (n_q,)
+        summed = (ce * real).sum((0, 1))  # (n_q,)
+        if codebook_weights is None:
+            loss = summed.sum() / tokens.sum().clamp(min=1)
+        else:
+            w = codebook_weights.to(ce.dtype)  # (n_q,)
+            loss = (w * summed).sum() / (w * tokens).sum().clamp(min=1e-8)
         with torch.no_grad():
-            per_codebook = (ce * weights).sum((0, 1)) / tokens.clamp(min=1)  # (n_q,)
+            per_codebook = summed / tokens.clamp(min=1)  # (n_q,)
             hit = (
                 torch.cat((first.argmax(-1)[..., None], rest.argmax(-1)), dim=-1) == targets
             )  # (B, T - 1, n_q)

@@ -42,7 +42,6 @@ from lit_codec.models.codec_lm import (  # noqa: E402
     CodecLM,
     drop_conditions,
     load_network,
-    weighted_loss,
 )
 from lit_codec.nn import MultiScaleLM, TransformerConfig  # noqa: E402
 
@@ -181,7 +180,7 @@ def test_the_loss_covers_exactly_the_chosen_tokens(loss_on):
     output = model(batch)
     output.first.retain_grad()
     output.rest.retain_grad()
-    weighted_loss(model.network, output, batch.ids, mask).loss.backward()
+    model.network.loss(output, batch.ids, mask).loss.backward()
     touched = torch.cat((output.first.grad.abs().sum(-1, keepdim=True),
                          output.rest.grad.abs().sum(-1)), dim=-1) > 0  # (B, F, n_q)  # fmt: skip
     assert torch.equal(touched[:, :-1], mask[:, 1:])
@@ -248,11 +247,11 @@ def test_codebook_weights():
     network = tiny_network(vocab)
     output = network(batch.ids)
     plain = network.loss(output, batch.ids, batch.loss_mask)
-    same = weighted_loss(network, output, batch.ids, batch.loss_mask, torch.ones(N_Q))
+    same = network.loss(output, batch.ids, batch.loss_mask, codebook_weights=torch.ones(N_Q))
     torch.testing.assert_close(same.loss, plain.loss)
     torch.testing.assert_close(same.accuracy, plain.accuracy)
     w = torch.tensor([5.0, 1.0, 0.5])
-    weighted = weighted_loss(network, output, batch.ids, batch.loss_mask, w)
+    weighted = network.loss(output, batch.ids, batch.loss_mask, codebook_weights=w)
     expected = (w * plain.per_codebook * plain.tokens).sum() / (w * plain.tokens).sum()
     torch.testing.assert_close(weighted.loss, expected)
     model = CodecLM(

@@ -1,0 +1,171 @@
+"""Generation: cached equals uncached, codebook ranges, CFG, max/min frames, overfit recall.
+
+Everything is in memory: a tiny vocabulary (se and tts, 3 codebooks x 16 codes), enhancement
+sequences of random codes (``build_sequence``), a tiny random ``MultiScaleLM`` per pattern.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lit_codec.data.token_batch import collate_sequences
+from lit_codec.lm import CodecInfo, build_sequence, load_templates, vocabulary_for
+from lit_codec.lm.generate import GenerationConfig, Prefix, generate, sample_logits
+from lit_codec.nn import MultiScaleLM, TransformerConfig
+from lit_codec.nn.codebook_patterns import PATTERNS
+
+N_Q, CODES = 3, 16
+TEMPLATES = load_templates()
+TASKS = {t: TEMPLATES[t] for t in ("se", "tts")}
+VOCAB = vocabulary_for(TASKS, CodecInfo("tiny", 8000, 1000.0, N_Q, CODES), {"phone": 8})
+AUDIO_START, AUDIO_END = VOCAB.segment_ids("audio")
+
+
+def network(pattern: str = "multiscale", seed: int = 0) -> MultiScaleLM:
+    torch.manual_seed(seed)
+    return MultiScaleLM.from_vocabulary(
+        VOCAB,
+        pattern=pattern,
+        global_config=TransformerConfig(width=32, depth=2, heads=2),
+        local_config=TransformerConfig(width=32, depth=1, heads=2),
+    ).eval()
+
+
+def se_sequences(frames=(3, 5), seed: int = 0):
+    """Enhancement sequences: prefixes of different lengths (noisy segment as long as target)."""
+    rng = np.random.default_rng(seed)
+    return [
+        build_sequence(VOCAB, TASKS["se"], {"noisy_codes": rng.integers(0, CODES, (f, N_Q)),
+                                            "codes": rng.integers(0, CODES, (f, N_Q))})
+        for f in frames
+    ]  # fmt: skip
+
+
+def check_codes(result, max_frames: int) -> None:
+    """Codes lie in their codebooks, ids in their codebook's id range, lengths <= max_frames."""
+    assert result.codes.shape[1] == int(result.lengths.max()) <= max_frames
+    assert (result.lengths <= max_frames).all()
+    for i, (n, seq) in enumerate(zip(result.lengths.tolist(), result.sequence_lengths.tolist())):
+        codes = result.codes[i, :n]
+        assert ((codes >= 0) & (codes < CODES)).all() and (result.codes[i, n:] == -1).all()
+        closing = 2 * int(result.finished[i])  # <audio_end> <end>
+        generated = result.ids[i, seq - n - closing : seq - closing]
+        for k in range(N_Q):
+            start, stop = VOCAB.codebook_range(k)
+            assert ((generated[:, k] >= start) & (generated[:, k] < stop)).all()
+        if result.finished[i]:
+            end = [VOCAB.special("<end>")] + [VOCAB.pad_id] * (N_Q - 1)
+            assert result.ids[i, seq - 2].tolist() == [AUDIO_END] + [VOCAB.pad_id] * (N_Q - 1)
+            assert result.ids[i, seq - 1].tolist() == end
+        assert (result.ids[i, seq:] == VOCAB.pad_id).all()
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_cached_generation_equals_full_forward(pattern):
+    model = network(pattern)
+    prefix = Prefix.from_sequences(se_sequences(), VOCAB)
+    assert prefix.lengths.tolist() == [8, 10]
+    config = GenerationConfig(temperature=1.5, top_k=12, top_p=0.95, max_frames=6, seed=3)
+    cached = generate(model, VOCAB, prefix, config)
+    full = generate(model, VOCAB, prefix, GenerationConfig(**{**vars(config), "use_cache": False}))
+    assert torch.equal(cached.ids, full.ids) and torch.equal(cached.codes, full.codes)
+    assert torch.equal(cached.lengths, full.lengths)
+    check_codes(cached, 6)
+    # the prefixes come back unchanged, each at its own length (left-aligned)
+    for i, n in enumerate(prefix.lengths.tolist()):
+        assert torch.equal(cached.ids[i, :n], prefix.ids[i, :n])
+
+
+@pytest.mark.parametrize("pattern", ["multiscale", "delay"])
+def test_guidance_cached_equals_full_and_cfg_1_runs_the_conditional_batch_alone(pattern):
+    model = network(pattern, seed=1)
+    prefix = Prefix.from_sequences(se_sequences(), VOCAB)
+    base = dict(max_frames=5, seed=7)
+    batches: list[int] = []
+    hook = model.global_stack.register_forward_hook(lambda m, a, out: batches.append(a[0].shape[0]))
+    guided = generate(model, VOCAB, prefix, GenerationConfig(cfg_coef=3.0, **base))
+    assert set(batches) == {4}
+    batches.clear()
+    plain = generate(model, VOCAB, prefix, GenerationConfig(cfg_coef=1.0, **base))
+    hook.remove()
+    assert set(batches) == {2}  # no unconditional half
+    full = generate(model, VOCAB, prefix, GenerationConfig(cfg_coef=3.0, use_cache=False, **base))
+    assert torch.equal(guided.ids, full.ids)
+    check_codes(guided, 5)
+    # cfg_coef = 1 is plain conditional sampling: the same without any condition mask
+    unmasked = Prefix(prefix.ids, prefix.lengths)
+    assert torch.equal(plain.ids, generate(model, VOCAB, unmasked, GenerationConfig(**base)).ids)
+    # cfg_coef = 0 samples from the unconditional half alone: the null-condition prefix
+    null_ids = prefix.ids.masked_fill(prefix.condition_mask[..., None], VOCAB.pad_id)
+    uncond = generate(model, VOCAB, prefix, GenerationConfig(cfg_coef=0.0, **base))
+    alone = generate(model, VOCAB, Prefix(null_ids, prefix.lengths), GenerationConfig(**base))
+    assert torch.equal(uncond.codes, alone.codes)
+
+
+def test_max_and_min_frames_are_respected():
+    model = network()
+    prefix = Prefix.from_sequences(se_sequences(), VOCAB)
+    never = generate(model, VOCAB, prefix, GenerationConfig(max_frames=4, min_frames=4))
+    assert never.lengths.tolist() == [4, 4] and not never.finished.any()
+    assert never.codes.shape == (2, 4, N_Q)
+    assert never.sequence_lengths.tolist() == [8 + 4, 10 + 4]
+    check_codes(never, 4)
+    for seed in range(3):
+        result = generate(model, VOCAB, prefix, GenerationConfig(max_frames=8, min_frames=3,
+                                                                 temperature=3.0, seed=seed))  # fmt: skip
+        check_codes(result, 8)
+        assert (result.lengths >= 3).all()
+
+
+def test_sample_logits_restricts_and_truncates(generator):
+    logits = torch.randn(64, 10, generator=generator)
+    logits[:, 7:] = float("-inf")
+    best = logits.argmax(-1)
+    assert torch.equal(sample_logits(logits, top_k=1, generator=generator), best)
+    assert torch.equal(sample_logits(logits, top_p=1e-6, generator=generator), best)
+    assert torch.equal(sample_logits(logits, greedy=True), best)
+    drawn = sample_logits(logits, temperature=5.0, generator=generator)
+    assert (drawn < 7).all() and len(drawn.unique()) > 1
+    top3 = logits.topk(3, dim=-1).indices
+    drawn = sample_logits(logits, temperature=5.0, top_k=3, generator=generator)
+    assert (top3 == drawn[:, None]).any(-1).all()
+
+
+def test_prefix_from_a_batch_cuts_at_the_target():
+    seqs = se_sequences()
+    batch = collate_sequences(seqs, ["a", "b"], VOCAB.pad_id)
+    for prompt in (0, 2):
+        mine, theirs = Prefix.from_batch(batch, prompt), Prefix.from_sequences(seqs, VOCAB, prompt)
+        assert torch.equal(mine.lengths, theirs.lengths)
+        assert torch.equal(mine.ids, theirs.ids)
+        assert torch.equal(mine.condition_mask, theirs.condition_mask)
+    assert (theirs.ids[torch.arange(2), theirs.lengths - 3, 0] == AUDIO_START).all()
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_greedy_decoding_of_an_overfitted_model_regenerates_its_targets(pattern):
+    seqs = se_sequences(frames=(3, 5), seed=4)
+    batch = collate_sequences(seqs, ["a", "b"], VOCAB.pad_id)
+    model = network(pattern).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(400):
+        result = model.loss(model(batch.ids), batch.ids, batch.loss_mask)
+        if (result.accuracy == 1).all() and result.loss < 0.05:
+            break
+        optimizer.zero_grad()
+        result.loss.backward()
+        optimizer.step()
+    assert (result.accuracy == 1).all(), f"{pattern} did not overfit: {result.accuracy}"
+    targets = [torch.as_tensor(VOCAB.codes_from_ids(s.ids[s.target.start : s.target.stop]))
+               for s in seqs]  # fmt: skip
+    for prompt in (0, 1):  # from <audio_start>, and continuing a one-frame audio prompt
+        prefix = Prefix.from_sequences(seqs, VOCAB, prompt_frames=prompt)
+        for use_cache in (True, False):
+            out = generate(model, VOCAB, prefix, GenerationConfig(greedy=True, max_frames=8,
+                                                                  use_cache=use_cache))  # fmt: skip
+            assert out.finished.all() and out.lengths.tolist() == [3 - prompt, 5 - prompt]
+            for i, target in enumerate(targets):
+                assert torch.equal(out.codes[i, : len(target) - prompt], target[prompt:])
+                assert torch.equal(out.ids[i, : len(seqs[i])], torch.as_tensor(seqs[i].ids))
