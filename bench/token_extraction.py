@@ -93,7 +93,9 @@ def shard_urls(source: str | None, tmp: Path) -> tuple[list[str], str]:
     for info in index["splits"].values():
         urls += [str(root / name) for name in info["shards"]]
         seconds += float(info.get("seconds") or 0.0)
-    what = f"{source or SAMPLES}: {len(urls)} shard(s), {seconds:.0f} s at {index['sample_rate']} Hz"
+    what = (
+        f"{source or SAMPLES}: {len(urls)} shard(s), {seconds:.0f} s at {index['sample_rate']} Hz"
+    )
     return urls, what
 
 
@@ -199,7 +201,9 @@ def flops_per_second(codec: Codec, seconds: float = 8.0) -> tuple[float, float]:
     encode = type(codec).encode.__get__(codec)  # the method, not a TimedEncode wrapper
     from torch.utils.flop_counter import FlopCounterMode
 
-    wav = 0.1 * torch.randn(1, 1, int(seconds * codec.sample_rate), generator=torch.Generator().manual_seed(0))
+    wav = 0.1 * torch.randn(
+        1, 1, int(seconds * codec.sample_rate), generator=torch.Generator().manual_seed(0)
+    )
     counter = FlopCounterMode(display=False)
     with counter:
         encode(wav)
@@ -238,7 +242,9 @@ def matmul_rates(rounds: int, calls: int = 50) -> tuple[float, float]:
 # ------------------------------------------------------------------------------ main
 
 
-def identical(ours: list[np.ndarray], reference: list[np.ndarray]) -> tuple[float, float, list[float]]:
+def identical(
+    ours: list[np.ndarray], reference: list[np.ndarray]
+) -> tuple[float, float, list[float]]:
     """Fraction of codes equal to the reference: all codebooks, the first, per codebook."""
     a, b = np.concatenate(ours), np.concatenate(reference)  # (frames, n_q)
     same = a == b
@@ -307,7 +313,9 @@ def main() -> None:
         every, first, per = identical(q.codes, ref.codes)
         print(f"  codes identical to float32: {100 * every:.1f} % of all, {100 * first:.1f} % of the first codebook; "
               f"per codebook {' '.join(f'{100 * x:.0f}' for x in per)} %")  # fmt: skip
-        print(f"  int8 pipeline / float32 pipeline: {q.rate('pipeline') / ref.rate('pipeline'):.2f}")
+        print(
+            f"  int8 pipeline / float32 pipeline: {q.rate('pipeline') / ref.rate('pipeline'):.2f}"
+        )
     print("float32 pipeline / Codec.encode alone (1 = no overhead; goal >= 0.8):")
     print_ratio(ref.rate("pipeline") / ref.rate("encoder"))
 

@@ -94,29 +94,42 @@ def endless(data: TokenShardDataModule) -> Iterator[TokenBatch]:
         yield from loader
 
 
-def pull(iterator: Iterator[TokenBatch], batches: int, shapes: list | None = None) -> None:
+def pull(
+    iterator: Iterator[TokenBatch],
+    batches: int,
+    shapes: list | None = None,
+    cpu: list | None = None,
+) -> None:
+    """Take ``batches`` batches; note their (sequences, frames, real frames) and CPU seconds."""
+    start = time.process_time()
     for _ in range(batches):
         batch = next(iterator)
         if shapes is not None:
             shapes.append((len(batch), batch.frames, int(batch.lengths.sum())))
+    if cpu is not None:
+        cpu.append(time.process_time() - start)
 
 
 # ------------------------------------------------------------------------------ training
 
 
 class StepTimer(L.Callback):
+    """Wall and process CPU seconds of each training step."""
+
     def __init__(self) -> None:
-        self.times: list[float] = []
+        self.times: list[tuple[float, float]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
+        wall, cpu = self._start
+        self.times.append((time.perf_counter() - wall, time.process_time() - cpu))
 
 
-def training_steps(root: Path, warmup: int, steps: int) -> tuple[list[float], str]:
-    """Seconds of each timed training step of the debug recipe, and the model's description."""
+def training_steps(root: Path, warmup: int, steps: int) -> tuple[list[tuple[float, float]], str]:
+    """(wall, CPU) seconds of each timed training step of the debug recipe, and the model's
+    description."""
     with tempfile.TemporaryDirectory() as tmp:
         cli = build_recipe(
             RECIPE,
@@ -168,13 +181,20 @@ def main() -> None:
         shapes: list[tuple[int, int, int]] = []
         for w, it in loaders.items():  # the first pool, the workers' start
             pull(it, 5, shapes if w == workers[0] else None)
+        cpu: dict[int, list[float]] = {w: [] for w in workers}
         times = compare(
-            {w: (lambda it=it: pull(it, args.batches)) for w, it in loaders.items()},
+            {
+                w: (lambda it=it, w=w: pull(it, args.batches, cpu=cpu[w]))
+                for w, it in loaders.items()
+            },
             rounds=args.rounds,
             warmup=1,
         )
         pull(loaders[workers[0]], args.batches, shapes)  # the batches' shapes, untimed
         rate = {w: args.batches / t for w, t in times.items()}
+        cpu_rate = {
+            w: args.batches / statistics.median(c[1:]) for w, c in cpu.items()
+        }  # warm-up out
         del loaders, modules
 
         step_times, described = training_steps(root, args.warmup, args.steps)
@@ -190,16 +210,28 @@ def main() -> None:
           f"{1 - real / padded:.1%} padding){f', {n_q} codebooks' if n_q else ''} on average over {len(shapes)}")  # fmt: skip
     print(f"loader (TokenShardDataModule), median of {args.rounds} rounds of {args.batches} batches, one thread:")  # fmt: skip
     for w in workers:
-        print(f"  num_workers={w}: {rate[w]:8.1f} batches/s ({rate[w] * real:9.0f} real frames/s)")
-    mean_step = sum(step_times) / len(step_times)
+        main_cpu = (
+            f"; main process CPU time {cpu_rate[w]:.1f} batches per CPU second" if w == 0 else ""
+        )
+        print(
+            f"  num_workers={w}: {rate[w]:8.1f} batches/s ({rate[w] * real:9.0f} real frames/s){main_cpu}"
+        )
+    mean_step = sum(t for t, _ in step_times) / len(step_times)
+    mean_cpu = sum(c for _, c in step_times) / len(step_times)
     steps_per_s = 1 / mean_step
+    walls = [t for t, _ in step_times]
     print(f"debug LM training step ({RECIPE}): {described}")
     print(f"  {len(step_times)} steps after {args.warmup}: mean {1e3 * mean_step:.0f} ms "
-          f"(median {1e3 * statistics.median(step_times):.0f}, min {1e3 * min(step_times):.0f}, "
-          f"max {1e3 * max(step_times):.0f}) = {steps_per_s:.2f} steps/s ({steps_per_s * real:.0f} real frames/s)")  # fmt: skip
+          f"(median {1e3 * statistics.median(walls):.0f}, min {1e3 * min(walls):.0f}, "
+          f"max {1e3 * max(walls):.0f}; CPU time {1e3 * mean_cpu:.0f}) = {steps_per_s:.2f} steps/s "
+          f"({steps_per_s * real:.0f} real frames/s)")  # fmt: skip
     ratio = rate[0] / steps_per_s if 0 in rate else rate[workers[0]] / steps_per_s
     print(f"loader {rate.get(0, rate[workers[0]]):.1f} batches/s / training {steps_per_s:.2f} steps/s = {ratio:.1f}x "
           f"(goal >= {GOAL:g}x: {'met' if ratio >= GOAL else 'NOT met'})")  # fmt: skip
+    if 0 in cpu_rate:
+        print(
+            f"  in CPU time: {cpu_rate[0]:.1f} / {1 / mean_cpu:.2f} = {cpu_rate[0] * mean_cpu:.1f}x"
+        )
     print_ratio(ratio)
 
 

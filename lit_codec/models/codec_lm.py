@@ -43,7 +43,9 @@ Logged: ``train/loss`` (the optimised, weighted loss over the global batch),
 ``train/acc@cb<k>``, ``train/lr``, ``train/grad_norm``, ``train/tokens``,
 ``train/nonfinite_steps``; in validation ``val/loss``, ``val/acc@cb<k>`` and per task
 ``val/<task>/loss``, ``val/<task>/acc@cb<k>`` (unweighted token means, summed over the
-whole validation pass on every rank before dividing).
+whole validation pass on every rank before dividing), and ``val/majority_acc@cb<k>``: the
+accuracy of always predicting codebook ``k``'s most frequent validation target, the
+unigram floor a model's ``val/acc@cb<k>`` must rise above.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class CodecLM(L.LightningModule):
         self._sharded = False
         self._pending_rng: dict[str, Any] | None = None
         self._val_sums: Tensor | None = None
+        self._val_counts: Tensor | None = None
         if vocabulary is not None:
             self.use_vocabulary(
                 vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary.load(vocabulary),
@@ -386,6 +389,7 @@ class CodecLM(L.LightningModule):
         n_q = self.build_network().n_q
         # per task (last row: every task): cross-entropy sums, right argmaxes, tokens
         self._val_sums = torch.zeros(len(self._tasks()) + 1, 3, n_q, device=self.device)
+        self._val_counts = None  # (n_q, head size): how often each target value occurs
 
     def validation_step(self, batch: TokenBatch, batch_idx: int) -> dict[str, Any]:
         output = self(batch)
@@ -405,7 +409,20 @@ class CodecLM(L.LightningModule):
                                 result.tokens))  # (3, n_q)  # fmt: skip
             self._val_sums[tasks.index(task)] += sums
             self._val_sums[-1] += sums
+        self._count_targets(output, batch, mask)
         return {"output": output, "batch": batch}
+
+    def _count_targets(self, output: LMOutput, batch: TokenBatch, mask: Tensor) -> None:
+        """Histogram of each codebook's validation targets: its most frequent value gives
+        the accuracy of a majority (unigram) predictor, logged beside the model's."""
+        targets = self.network.targets_to_local(batch.ids[:, 1:], check=False)  # (B, F - 1, n_q)
+        real = mask[:, 1:].bool() & (targets >= 0)  # (B, F - 1, n_q)
+        size = max(output.first.shape[-1], output.rest.shape[-1])
+        n_q = targets.shape[-1]
+        offsets = torch.arange(n_q, device=targets.device) * size  # (n_q,)
+        flat = (targets.clamp(min=0) + offsets)[real]  # (tokens,)
+        counts = torch.bincount(flat, minlength=n_q * size).view(n_q, size)
+        self._val_counts = counts if self._val_counts is None else self._val_counts + counts
 
     def on_validation_epoch_end(self) -> None:
         sums = self._val_sums
@@ -425,11 +442,19 @@ class CodecLM(L.LightningModule):
             for k in range(len(tokens)):
                 if tokens[k] > 0:
                     logs[f"{prefix}/acc@cb{k}"] = hits[k] / tokens[k]
+        counts = getattr(self, "_val_counts", None)
+        if counts is not None:
+            if world > 1:
+                counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
+            total = counts.sum(-1).clamp(min=1)  # (n_q,)
+            for k, share in enumerate((counts.max(-1).values / total).tolist()):
+                logs[f"val/majority_acc@cb{k}"] = torch.tensor(share, device=self.device)
         if logs:
             # already summed over ranks: sync_dist averages equal values (and keeps
             # Lightning from warning that epoch-level values are not synchronised)
             self.log_dict(logs, sync_dist=world > 1)
         self._val_sums = None
+        self._val_counts = None
 
     def teacher_forced_codes(self, output: LMOutput) -> Tensor:
         """``(B, F, n_q)`` most likely *code* of each codebook (argmax over its codes only);

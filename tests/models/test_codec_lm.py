@@ -393,6 +393,13 @@ def test_validation_logs_per_task_losses_and_accuracies(tmp_path):
             )
     overall = model.network.loss(output, batch.ids, batch.loss_mask)
     assert metrics["val/loss"] == pytest.approx(float(overall.loss), rel=1e-5)
+    # the majority (unigram) floor: the most frequent target id of each codebook
+    targets = batch.ids[:, 1:][batch.loss_mask[:, 1:]].view(-1)  # C order: codebook varies fastest
+    columns = batch.loss_mask[:, 1:].nonzero()[:, 2]
+    for k in range(N_Q):
+        values = targets[columns == k]
+        top = torch.unique(values, return_counts=True)[1].max()
+        assert metrics[f"val/majority_acc@cb{k}"] == pytest.approx(float(top) / len(values), abs=1e-6)
 
 
 def test_validation_media_decodes_target_segments(tmp_path):
