@@ -14,6 +14,8 @@ from lit_codec.data.audio_dataset import (
     AudioShardStream,
     FixedLengthLoader,
     batches_per_epoch,
+    count_training_batch,
+    endless_loader,
 )
 from lit_codec.data.shards import (
     ShardSet,
@@ -221,15 +223,8 @@ class AudioShardDataModule(L.LightningDataModule):
                 speed_range=self.speed_range,
                 speed_probability=self.speed_probability,
             )
-            loader = DataLoader(
-                stream,
-                batch_size=None,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                prefetch_factor=2 if self.num_workers > 0 else None,
-            )
             length = batches_per_epoch(self._count(shards), self.batch_size, world)
-            self._train_loader = FixedLengthLoader(loader, length)
+            self._train_loader = endless_loader(stream, self.num_workers, length)
         return self._train_loader
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -252,13 +247,7 @@ class AudioShardDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = self.trainer
-        if (
-            self._train_loader is not None
-            and trainer is not None
-            and getattr(trainer, "training", False)
-        ):
-            self._train_loader.consumed += 1  # the position a resumed run skips to
+        count_training_batch(self._train_loader, self.trainer)
         if isinstance(batch, AudioBatch) and batch.skipped:
             self.corrupt_samples_skipped += batch.skipped
             log.warning("%d corrupt samples skipped so far", self.corrupt_samples_skipped)

@@ -319,6 +319,28 @@ class FixedLengthLoader:
         self._iterator = None
 
 
+def endless_loader(stream: IterableDataset, num_workers: int, length: int) -> FixedLengthLoader:
+    """``length`` batches per epoch of an endless batch ``stream`` (which batches itself),
+    read by ``num_workers`` persistent worker processes (0: in this process)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+    return FixedLengthLoader(loader, length)
+
+
+def count_training_batch(loader: FixedLengthLoader | None, trainer) -> None:
+    """Count a batch handed to training (a data module's ``on_before_batch_transfer``): the
+    position a resumed run skips to. Validation batches do not count."""
+    if loader is not None and trainer is not None and getattr(trainer, "training", False):
+        loader.consumed += 1
+
+
 def batches_per_epoch(num_samples: int, batch_size: int, world_size: int) -> int:
     """Batches each rank yields per epoch: every sample seen about once, at least one batch."""
     return max(1, math.floor(num_samples / (batch_size * world_size)))

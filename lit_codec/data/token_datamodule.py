@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from lit_codec.data.audio_dataset import FixedLengthLoader
+from lit_codec.data.audio_dataset import FixedLengthLoader, count_training_batch, endless_loader
 from lit_codec.data.shards import iter_tar_samples, load_index, split_from_root
 from lit_codec.data.token_batch import TokenBatch
 from lit_codec.data.token_stream import (
@@ -211,15 +211,8 @@ class TokenShardDataModule(L.LightningDataModule):
                 shards.urls, self.maker(), self.max_tokens, self.max_batch_size,
                 pool=self.pool, seed=self.seed, rank=rank, world_size=world,
             )  # fmt: skip
-            loader = DataLoader(
-                stream,
-                batch_size=None,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                prefetch_factor=2 if self.num_workers > 0 else None,
-            )
             length = self._epoch_length(shards.urls, world, shards.num_samples or len(shards.urls))
-            self._train_loader = FixedLengthLoader(loader, length)
+            self._train_loader = endless_loader(stream, self.num_workers, length)
         return self._train_loader
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -237,13 +230,7 @@ class TokenShardDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = self.trainer
-        if (
-            self._train_loader is not None
-            and trainer is not None
-            and getattr(trainer, "training", False)
-        ):
-            self._train_loader.consumed += 1  # the position a resumed run skips to
+        count_training_batch(self._train_loader, self.trainer)
         return batch
 
     def describe(self) -> dict[str, object]:

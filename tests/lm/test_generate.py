@@ -23,13 +23,14 @@ VOCAB = vocabulary_for(TASKS, CodecInfo("tiny", 8000, 1000.0, N_Q, CODES), {"pho
 AUDIO_START, AUDIO_END = VOCAB.segment_ids("audio")
 
 
-def network(pattern: str = "multiscale", seed: int = 0) -> MultiScaleLM:
+def network(pattern: str = "multiscale", seed: int = 0, **kwargs) -> MultiScaleLM:
     torch.manual_seed(seed)
     return MultiScaleLM.from_vocabulary(
         VOCAB,
         pattern=pattern,
         global_config=TransformerConfig(width=32, depth=2, heads=2),
         local_config=TransformerConfig(width=32, depth=1, heads=2),
+        **kwargs,
     ).eval()
 
 
@@ -104,6 +105,19 @@ def test_guidance_cached_equals_full_and_cfg_1_runs_the_conditional_batch_alone(
     assert torch.equal(uncond.codes, alone.codes)
 
 
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_continuous_conditions_and_guidance_cached_equal_full(pattern):
+    model = network(pattern, continuous_dim=4)
+    base = Prefix.from_sequences(se_sequences(), VOCAB)
+    vectors = torch.randn(*base.condition_mask.shape, 4)  # (B, P, 4): the noisy frames as vectors
+    prefix = Prefix(base.ids, base.lengths, base.condition_mask, vectors, base.condition_mask)
+    config = GenerationConfig(max_frames=3, cfg_coef=2.0, seed=5)
+    cached = generate(model, VOCAB, prefix, config)
+    full = generate(model, VOCAB, prefix, GenerationConfig(**{**vars(config), "use_cache": False}))
+    assert torch.equal(cached.ids, full.ids)
+    check_codes(cached, 3)
+
+
 def test_max_and_min_frames_are_respected():
     model = network()
     prefix = Prefix.from_sequences(se_sequences(), VOCAB)
@@ -112,7 +126,7 @@ def test_max_and_min_frames_are_respected():
     assert never.codes.shape == (2, 4, N_Q)
     assert never.sequence_lengths.tolist() == [8 + 4, 10 + 4]
     check_codes(never, 4)
-    for seed in range(3):
+    for seed in range(2):
         result = generate(model, VOCAB, prefix, GenerationConfig(max_frames=8, min_frames=3,
                                                                  temperature=3.0, seed=seed))  # fmt: skip
         check_codes(result, 8)
@@ -160,9 +174,10 @@ def test_greedy_decoding_of_an_overfitted_model_regenerates_its_targets(pattern)
     assert (result.accuracy == 1).all(), f"{pattern} did not overfit: {result.accuracy}"
     targets = [torch.as_tensor(VOCAB.codes_from_ids(s.ids[s.target.start : s.target.stop]))
                for s in seqs]  # fmt: skip
-    for prompt in (0, 1):  # from <audio_start>, and continuing a one-frame audio prompt
+    # from <audio_start> (cached and not), and continuing a one-frame audio prompt
+    for prompt, use_cache in ((0, True), (0, False), (1, True)):
         prefix = Prefix.from_sequences(seqs, VOCAB, prompt_frames=prompt)
-        for use_cache in (True, False):
+        if True:
             out = generate(model, VOCAB, prefix, GenerationConfig(greedy=True, max_frames=8,
                                                                   use_cache=use_cache))  # fmt: skip
             assert out.finished.all() and out.lengths.tolist() == [3 - prompt, 5 - prompt]
