@@ -9,6 +9,8 @@ Plain Python, numpy and yaml (no Lightning): the data pipeline, the tokenizers a
   and :func:`vocabulary_for`.
 - :mod:`lit_codec.lm.sequence`: :func:`build_sequence` lays a sample out as
   ``<start> <task> <seg_start> ... <seg_end> ... <end>`` on a ``(frames, n_q)`` grid.
+- :mod:`lit_codec.lm.generate`: :func:`generate` continues task prefixes with a trained
+  network (KV caches, sampling, classifier-free guidance); it needs torch, imported on use.
 """
 
 from __future__ import annotations

@@ -160,12 +160,13 @@ class Prefix:
         keep = torch.arange(P)[None, :] < lengths[:, None]  # (B, P)
         ids[~keep] = pad_id
         cond = cut(getattr(batch, "condition_mask", None))
+        flags = cut(getattr(batch, "is_continuous", None))
         return cls(
             ids,
             lengths,
             None if cond is None else cond & keep,
             cut(getattr(batch, "continuous", None)),
-            None if getattr(batch, "is_continuous", None) is None else batch.is_continuous[:, :P] & keep,
+            None if flags is None else flags & keep,
         )
 
     @classmethod
@@ -368,14 +369,14 @@ def _decode(
     generator = torch.Generator(device=device).manual_seed(seed)
     cfg = grid.shape[0] != B
 
-    H0 = network.head_sizes[0]
-    allowed0 = torch.zeros(H0, dtype=torch.bool, device=device)  # codebook 0's codes
-    first = int(network.id_to_local[0, network.codec_start])
-    allowed0[first : first + size] = True
+    # what each head may draw: the codes of its codebook; head 0 also <X_end> (per sequence)
+    allowed = torch.zeros(n_q, max(network.head_sizes), dtype=torch.bool, device=device)
+    code0 = int(network.id_to_local[0, network.codec_start])  # head 0's index of code 0
+    allowed[0, code0 : code0 + size] = True
+    allowed[1:, :size] = True
     end_t = torch.tensor(end_ids, device=device)  # (B,)
-    end_local = network.id_to_local[0, end_t]  # (B,)
+    end_local = network.id_to_local[0, end_t][:, None]  # (B, 1)
     plen_t = torch.tensor(plen, device=device)  # (B,)
-    rows = torch.arange(B, device=device)
     ended_at = torch.full((B,), -1, dtype=torch.long, device=device)
 
     def write(f: int, k: int | slice, value: Tensor) -> None:
@@ -383,37 +384,38 @@ def _decode(
         if cfg:
             grid[B:, f, k] = value
 
-    order = network.pattern.order(F, n_q).numpy()  # (F, n_q) or broadcastable
-    order = np.broadcast_to(order, (F, n_q))
-    by_order = np.argsort(order, axis=None, kind="stable")  # cells in generation order
-    flat_order = order.reshape(-1)[by_order]
-    bounds = np.flatnonzero(np.diff(flat_order)) + 1
-    for group in np.split(by_order, bounds):
-        cells = sorted((int(c) // n_q, int(c) % n_q) for c in group)
-        cells = sorted((c for c in cells if c[0] >= min(plen)), key=lambda c: c[1])
-        if not cells:
+    ends = [-1] * B  # host copy of ended_at, refreshed once per sampled codebook 0
+
+    def fixed_for_all(f: int, k: int) -> bool:  # a prefix cell, past max_frames, or after <X_end>
+        return all(
+            f < p or f >= p + config.max_frames or (e >= 0 and (f > e or (f == e and k > 0)))
+            for p, e in zip(plen, ends)
+        )
+
+    groups = _groups(network, F, min(plen))
+    first_left = np.minimum.accumulate([min(f for f, _ in g) for g in groups][::-1])[::-1]
+    for cells, left in zip(groups, first_left.tolist()):  # left: first frame still to come
+        if all(fixed_for_all(f, k) for f, k in cells):
+            last = [e if e >= 0 else p + config.max_frames for p, e in zip(plen, ends)]
+            if all(left >= n for n in last):
+                break  # every sequence is done: nothing but fixed cells to come
             continue
-        fs = torch.tensor([c[0] for c in cells], device=device)
-        ks = torch.tensor([c[1] for c in cells], device=device)
-        if bool(known[:, fs, ks].all()):
-            if bool(known.all()):
-                break
-            continue
-        logits = steps.logits(cells)
-        for (f, k), out in zip(cells, logits):
-            out = out.float()
+        for (f, k), out in zip(cells, steps.logits(cells)):
+            out = out.float()  # (N, H_k)
             if cfg:
                 out = out[B:] + config.cfg_coef * (out[:B] - out[B:])  # (B, H_k)
+            restricted = out.masked_fill(~allowed[k, : out.shape[-1]], float("-inf"))
             if k == 0:
-                allowed = allowed0.expand(B, -1).clone()  # (B, H_0)
-                allowed[rows, end_local] |= (f - plen_t) >= config.min_frames
-            else:
-                allowed = torch.zeros(out.shape[-1], dtype=torch.bool, device=device)
-                allowed[:size] = True
-                allowed = allowed.expand(B, -1)
-            out = out.masked_fill(~allowed, float("-inf"))
+                may_end = ((f - plen_t) >= config.min_frames)[:, None]  # (B, 1)
+                end_logit = torch.where(may_end, out.gather(1, end_local), float("-inf"))
+                restricted = restricted.scatter(1, end_local, end_logit)  # (B, H_0)
             choice = sample_logits(
-                out, config.temperature, config.top_k, config.top_p, generator, config.is_greedy
+                restricted,
+                config.temperature,
+                config.top_k,
+                config.top_p,
+                generator,
+                greedy=config.is_greedy,
             )  # (B,)
             drawn = network.local_to_ids(choice, codebook=k)  # (B,)
             fixed = known[:, f, k].clone()  # (B,) (a copy: known changes below)
@@ -428,7 +430,23 @@ def _decode(
                 if f + 1 < F:
                     write(f + 1, 0, torch.where(ended, end_token, grid[:B, f + 1, 0]))
                     known[:, f + 1 :] |= ended[:, None, None]
+                ends = ended_at.tolist()
     return ended_at
+
+
+def _groups(network: MultiScaleLM, frames: int, shortest: int) -> list[list[tuple[int, int]]]:
+    """The cells ``(frame, codebook)`` sampled together, in the pattern's order, from frame
+    ``shortest`` on (every earlier frame is a prefix frame); codebooks in increasing order."""
+    n_q = network.n_q
+    order = network.pattern.order(frames, n_q).expand(frames, n_q).reshape(-1).numpy()
+    cells = np.argsort(order, kind="stable")  # (frames * n_q,) cell indices by order
+    groups = np.split(cells, np.flatnonzero(np.diff(order[cells])) + 1)
+    out = []
+    for group in groups:
+        chosen = sorted((int(c) % n_q, int(c) // n_q) for c in group if c // n_q >= shortest)
+        if chosen:
+            out.append([(f, k) for k, f in chosen])
+    return out
 
 
 class _FullForward:
