@@ -18,6 +18,7 @@ Inference:
 Codec language model:
     lit-codec fit-kmeans --input CLIPS_OR_SHARDS --output km.safetensors --k 100
     lit-codec tokens     --input TOKEN_SHARDS [--task se] [--count 5] [--json]
+    lit-codec generate   --ckpt LM [--codec C] --task se --input noisy.wav --output clean.wav
 
 Evaluation:
     lit-codec score    --reference R --degraded D [--metrics pesq,stoi,...] [--json]
@@ -90,6 +91,7 @@ inference (--ckpt C: a checkpoint, an export, or a shipped codec; default: speec
 codec language model:
   fit-kmeans k-means semantic units on MFCC or HuBERT features: --input CLIPS_OR_SHARDS --output km.safetensors --k 100
   tokens     show the task sequences of token shards, segment by segment: --input TOKENS [--task se] [--count 5] [--json]
+  generate   a task's target audio from a CodecLM: --ckpt LM --task se --input noisy.wav --output clean.wav
 
 quality:
   evaluate   rate-distortion report of a codec over clips (PESQ, STOI, ViSQOL, ...; --baseline opus)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "info": "commands.info:main",
     "fit-kmeans": "commands.fit_kmeans:main",
     "tokens": "commands.tokens:main",
+    "generate": "commands.generate:main",
     "score": "scoring:score_main",
     "evaluate": "evaluate:evaluate_main",
 }
