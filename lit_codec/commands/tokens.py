@@ -55,7 +55,7 @@ def run(a: argparse.Namespace) -> None:
     if a.count < 1:
         raise ValueError(f"--count must be positive, got {a.count}")
     data = TokenShardDataModule(a.input, tasks=None, num_workers=0)
-    data._read_index()
+    data.read_index()
     shard_tasks = list(data.weights)
     tasks = a.task or shard_tasks
     unknown = [t for t in tasks if t not in shard_tasks]

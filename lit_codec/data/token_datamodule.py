@@ -105,7 +105,9 @@ class TokenShardDataModule(L.LightningDataModule):
         self._train_loader: FixedLengthLoader | None = None
 
     # ------------------------------------------------------------------ index and vocabulary
-    def _read_index(self) -> None:
+    def read_index(self) -> None:
+        """Read ``root/index.json`` once: ``vocabulary``, ``templates`` and ``weights`` (the
+        tasks with a weight > 0; every task of the shards when ``tasks`` is None)."""
         if self.vocabulary is not None:
             return
         if self.root is None:
@@ -148,7 +150,7 @@ class TokenShardDataModule(L.LightningDataModule):
         self.weights = weights
 
     def maker(self, random_crops: bool = True) -> SequenceMaker:
-        self._read_index()
+        self.read_index()
         return SequenceMaker(self.vocabulary, self.templates, self.weights, self.seed, random_crops)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -157,7 +159,7 @@ class TokenShardDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        self._read_index()
+        self.read_index()
         if stage in (None, "fit"):
             split_from_root(self.root, "train")  # fail at start-up, not in a worker
         splits = self.index.get("splits", {})

@@ -256,7 +256,7 @@ def generate(
     config = config or GenerationConfig()
     if not isinstance(prefix, Prefix):
         prefix = Prefix.from_batch(prefix)
-    _check_network(network, vocab)
+    network.check_vocabulary(vocab)
     n_q, pad = network.n_q, vocab.pad_id
     B, _, width = prefix.ids.shape
     if width != n_q:
@@ -614,14 +614,3 @@ def _target_end_ids(vocab: Vocabulary, ids: Tensor, lengths: list[int]) -> list[
             )
         out.append(found)
     return out
-
-
-def _check_network(network: MultiScaleLM, v: Vocabulary) -> None:
-    expected = (v.size, v.codec.n_q, v.codec.codebook_size, v.codebook_range(0)[0], v.pad_id)
-    have = (network.vocab_size, network.n_q, network.codebook_size, network.codec_start,
-            network.pad_id)  # fmt: skip
-    if have != expected:
-        raise ValueError(
-            f"the network was built for (vocab_size, n_q, codebook_size, codec_start, pad_id) "
-            f"= {have}, but vocabulary {v.hash} has {expected}"
-        )

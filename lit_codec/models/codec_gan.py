@@ -199,7 +199,11 @@ class CodecGAN(L.LightningModule):
         self.codebook_statistics = CodebookStatistics(
             quantizer.n_q, quantizer.codebook_size, sample_rate / generator.hop_length
         )
-        self.nonfinite = NonFiniteGuard(max_nonfinite_steps, "generator step", "lower the learning rates, enable gradient clipping or check the data.")
+        self.nonfinite = NonFiniteGuard(
+            max_nonfinite_steps,
+            "generator step",
+            "lower the learning rates, enable gradient clipping or check the data.",
+        )
         self._pending_rng: dict[str, Any] | None = None  # see on_load_checkpoint
 
     # ------------------------------------------------------------------ the codec

@@ -150,7 +150,11 @@ class CodecLM(L.LightningModule):
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_source = ""  # where the vocabulary came from, for error messages
         self.batches_seen = 0  # training batches (micro-batches), saved in checkpoints
-        self.nonfinite = NonFiniteGuard(max_nonfinite_steps, "optimizer step", "lower the learning rate, keep gradient clipping on, use bf16 rather than fp16, or check the data.")
+        self.nonfinite = NonFiniteGuard(
+            max_nonfinite_steps,
+            "optimizer step",
+            "lower the learning rate, keep gradient clipping on, use bf16 rather than fp16, or check the data.",
+        )
         self._skip_step = False  # this optimizer step's loss was not finite
         self._sharded = False
         self._pending_rng: dict[str, Any] | None = None
@@ -172,7 +176,7 @@ class CodecLM(L.LightningModule):
         """
         if self.vocabulary is None:
             if self.network is not None:
-                _check_sizes(self.network, vocabulary, source)
+                self.network.check_vocabulary(vocabulary, source)
             self.vocabulary = vocabulary
             self._vocabulary_source = source
             return
@@ -565,14 +569,3 @@ def _owned_logits(module: nn.Module, args: Any, output: LMOutput) -> LMOutput:
             *(t.clone() if t._base is not None else t for t in (output.first, output.rest))
         )
     return output
-
-
-def _check_sizes(network: MultiScaleLM, v: Vocabulary, source: str) -> None:
-    expected = (v.size, v.codec.n_q, v.codec.codebook_size, v.codebook_range(0)[0], v.pad_id)
-    have = (network.vocab_size, network.n_q, network.codebook_size, network.codec_start,
-            network.pad_id)  # fmt: skip
-    if have != expected:
-        raise ValueError(
-            f"the network was built for (vocab_size, n_q, codebook_size, codec_start, pad_id) "
-            f"= {have}, but {source} {v.hash} needs {expected}"
-        )

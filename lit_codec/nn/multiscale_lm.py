@@ -274,6 +274,18 @@ class MultiScaleLM(Configurable, nn.Module):
             **kwargs,
         )
 
+    def check_vocabulary(self, vocab: Any, source: str = "vocabulary") -> None:
+        """Raise ValueError unless the model's sizes are those :meth:`from_vocabulary` gives
+        ``vocab`` (``source`` names where the vocabulary came from, for the message)."""
+        expected = (vocab.size, vocab.codec.n_q, vocab.codec.codebook_size,
+                    vocab.codebook_range(0)[0], vocab.pad_id)  # fmt: skip
+        have = (self.vocab_size, self.n_q, self.codebook_size, self.codec_start, self.pad_id)
+        if have != expected:
+            raise ValueError(
+                f"the network was built for (vocab_size, n_q, codebook_size, codec_start, pad_id) "
+                f"= {have}, but {source} {vocab.hash} needs {expected}"
+            )
+
     # ------------------------------------------------------------------ training
     def forward(
         self,
