@@ -19,6 +19,7 @@ Codec language model:
     lit-codec fit-kmeans --input CLIPS_OR_SHARDS --output km.safetensors --k 100
     lit-codec tokens     --input TOKEN_SHARDS [--task se] [--count 5] [--json]
     lit-codec generate   --ckpt LM [--codec C] --task se --input noisy.wav --output clean.wav
+    lit-codec evaluate-lm --ckpt LM --task se --input CLEAN_CLIPS --output REPORT_DIR [--noise DIR] [--tokens TOKENS]
 
 Evaluation:
     lit-codec score    --reference R --degraded D [--metrics pesq,stoi,...] [--json]
@@ -92,6 +93,8 @@ codec language model:
   fit-kmeans k-means semantic units on MFCC or HuBERT features: --input CLIPS_OR_SHARDS --output km.safetensors --k 100
   tokens     show the task sequences of token shards, segment by segment: --input TOKENS [--task se] [--count 5] [--json]
   generate   a task's target audio from a CodecLM: --ckpt LM --task se --input noisy.wav --output clean.wav
+  evaluate-lm  a CodecLM on held-out clips: generated vs degraded input vs the codec's ceiling
+             (PESQ, STOI, ESTOI, SI-SDR, token accuracy): --ckpt LM --task se --input CLEAN --output DIR
 
 quality:
   evaluate   rate-distortion report of a codec over clips (PESQ, STOI, ViSQOL, ...; --baseline opus)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "generate": "commands.generate:main",
     "score": "scoring:score_main",
     "evaluate": "evaluate:evaluate_main",
+    "evaluate-lm": "evaluate_lm:evaluate_lm_main",
 }
 
 

@@ -164,11 +164,13 @@ class TokenShardDataModule(L.LightningDataModule):
             split_from_root(self.root, "train")  # fail at start-up, not in a worker
         splits = self.index.get("splits", {})
         if stage in (None, "fit", "validate") and "valid" in splits:
-            self._eval_batches("valid")
+            self.eval_batches("valid")
         if stage in (None, "test") and "test" in splits:
-            self._eval_batches("test")
+            self.eval_batches("test")
 
-    def _eval_batches(self, split: str) -> list[TokenBatch]:
+    def eval_batches(self, split: str) -> list[TokenBatch]:
+        """Every sequence of the tasks in ``split`` (``valid``, ``test``), batched under
+        ``max_tokens`` in a fixed order; built once and kept."""
         if split not in self._eval:
             shards = split_from_root(self.root, split)
             batches, skipped = eval_batches(
@@ -218,7 +220,7 @@ class TokenShardDataModule(L.LightningDataModule):
         return self._train_loader
 
     def _eval_loader(self, split: str) -> DataLoader:
-        batches = self._eval_batches(split)
+        batches = self.eval_batches(split)
         rank, world = self._rank_world()
         mine = batches[rank::world]
         per_rank = math.ceil(len(batches) / world)

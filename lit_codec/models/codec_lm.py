@@ -324,10 +324,12 @@ class CodecLM(L.LightningModule):
             drop = self.draw_condition_dropout(batch).to(batch.ids.device)
             batch = drop_conditions(batch, drop, self.vocabulary.pad_id)
         self.batches_seen += 1
-        output = self(batch)
+        mask = self.loss_mask(batch)  # (B, F, n_q)
+        rows = self.network.loss_rows(mask)  # (B, F): local stack and heads only where needed
+        output = self.network(batch.ids, batch.continuous, batch.is_continuous, rows=rows)
         weights = self.codebook_weight_tensor()
-        result = self.network.loss(output, batch.ids, self.loss_mask(batch), check=batch_idx == 0,
-                                   codebook_weights=weights)  # fmt: skip
+        result = self.network.loss(output, batch.ids, mask, check=batch_idx == 0,
+                                   codebook_weights=weights, rows=rows)  # fmt: skip
         w = weights if weights is not None else torch.ones_like(result.tokens)
         count = (w * result.tokens).sum()  # weighted tokens of this rank
         loss = result.loss

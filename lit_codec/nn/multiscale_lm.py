@@ -292,6 +292,7 @@ class MultiScaleLM(Configurable, nn.Module):
         ids: Tensor,
         continuous: Tensor | None = None,
         is_continuous: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> LMOutput:
         """Logits of frames ``1 .. frames`` from frames ``0 .. frames - 1`` (teacher forcing).
 
@@ -302,9 +303,17 @@ class MultiScaleLM(Configurable, nn.Module):
             continuous: ``(B, frames, continuous_dim)`` condition vectors, or None.
             is_continuous: ``(B, frames)`` bool, the frames whose codebook-0 embedding is
                 replaced by the projection of their ``continuous`` vector.
+            rows: ``(B, frames)`` bool, the rows whose logits are wanted (e.g.
+                :meth:`loss_rows`: the rows that predict a token the loss counts); None: all.
+                The global stack still runs over every frame, but the local stack and the
+                heads only over these rows: with a prefix-LM loss on enhancement pairs this
+                halves the cost of the two parts that dominate a training step.
 
         Returns:
-            the logits; row ``t`` predicts frame ``t + 1`` (:class:`LMOutput`).
+            the logits; row ``t`` predicts frame ``t + 1`` (:class:`LMOutput`). With ``rows``,
+            the selected rows only, packed as a batch of one: ``first`` ``(1, N, H_0)``,
+            ``rest`` ``(1, N, n_q - 1, H_c)``, ``N = rows.sum()``, in row-major order; pass the
+            same ``rows`` to :meth:`loss`.
         """
         B, T, n_q = ids.shape
         if n_q != self.n_q:
@@ -313,9 +322,22 @@ class MultiScaleLM(Configurable, nn.Module):
         x = self._embed_steps(grid, continuous, is_continuous)  # (B, S, W)
         h = self.global_stack(x)  # (B, S, W)
         cells = self.pattern.readback(h, T, n_q)  # (B, T, n_q or 1, W)
+        next_rows = grid[:, 1:]  # (B, T, n_q)
+        if rows is not None:
+            if rows.shape != (B, T):
+                raise ValueError(f"rows must be (B, frames) = {(B, T)}, got {tuple(rows.shape)}")
+            cells, next_rows = cells[rows][None], next_rows[rows][None]  # (1, N, ...)
         if self.pattern.local:
-            cells = self._local(cells[:, :, 0], grid[:, 1:])  # (B, T, n_q, W_l)
+            cells = self._local(cells[:, :, 0], next_rows)  # (B or 1, T or N, n_q, W_l)
         return self._heads(cells)
+
+    @staticmethod
+    def loss_rows(loss_mask: Tensor) -> Tensor:
+        """``(B, frames)`` bool: the rows whose prediction (the next frame) has a token in
+        ``loss_mask`` ``(B, frames, n_q)``; the last row predicts nothing and is never one."""
+        rows = torch.zeros(loss_mask.shape[:2], dtype=torch.bool, device=loss_mask.device)
+        rows[:, :-1] = loss_mask[:, 1:].any(-1)
+        return rows  # (B, frames)
 
     def loss(
         self,
@@ -324,6 +346,7 @@ class MultiScaleLM(Configurable, nn.Module):
         loss_mask: Tensor | None = None,
         check: bool = True,
         codebook_weights: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> LMLoss:
         """Cross-entropy of rows ``0 .. frames - 2`` against frames ``1 .. frames - 1``.
 
@@ -340,13 +363,25 @@ class MultiScaleLM(Configurable, nn.Module):
             codebook_weights: ``(n_q,)`` weight of each codebook's tokens (Moshi weights the
                 first, semantic codebook more); ``per_codebook``, ``accuracy`` and ``tokens``
                 stay unweighted.
+            rows: the ``rows`` the output was computed with (packed output), or None; its
+                last column must be False (:meth:`loss_rows`), and tokens of unselected rows
+                are not counted.
         """
         targets = self.targets_to_local(ids[:, 1:], check=check)  # (B, T - 1, n_q)
         mask = targets >= 0  # (B, T - 1, n_q)
         if loss_mask is not None:
             mask = mask & loss_mask[:, 1:].bool()
         targets = targets.clamp(min=0)
-        first, rest = output.first[:, :-1], output.rest[:, :-1]  # (B, T - 1, ...)
+        if rows is None:
+            first, rest = output.first[:, :-1], output.rest[:, :-1]  # (B, T - 1, ...)
+        else:
+            if bool(rows[:, -1].any()):
+                raise ValueError(
+                    "rows: the last row predicts no frame (use MultiScaleLM.loss_rows)"
+                )
+            keep = rows[:, :-1]  # (B, T - 1)
+            targets, mask = targets[keep][None], mask[keep][None]  # (1, N, n_q)
+            first, rest = output.first, output.rest  # (1, N, ...)
         ce0 = F.cross_entropy(
             first.reshape(-1, first.shape[-1]), targets[..., 0].reshape(-1), reduction="none"
         )  # (B * (T - 1),)

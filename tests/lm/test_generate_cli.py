@@ -3,6 +3,7 @@ of the tiny codec, then enhancement of a clip, decoded by that codec."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,11 +45,18 @@ def trained(tmp_path_factory) -> dict[str, Path]:
                "init_args": {"every_n_generator_steps": 0, "every_n_train_steps": 2, "save_last": True}}]}})])  # fmt: skip
     clip = root / "noisy.wav"
     sf.write(clip, tone(0.2, RATE, seed=3), RATE)
-    return {"ckpt": root / "run" / "checkpoints" / "last.ckpt", "codec": codec, "clip": clip, "root": root}
+    return {
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+        "codec": codec,
+        "clip": clip,
+        "root": root,
+        "audio": audio,
+        "tokens": tokens,
+    }
 
 
-def generate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lit_codec.cli", "generate", *args], capture_output=True,
+def generate(*args: str, command: str = "generate") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lit_codec.cli", command, *args], capture_output=True,
                           text=True, timeout=300, cwd=REPO)  # fmt: skip
 
 
@@ -76,11 +84,56 @@ def test_a_mismatched_codec_and_missing_or_extra_conditions_are_refused(trained,
     other = tiny_seanet_codec(seed=1).export(tmp_path / "other.safetensors")
     common = ["--ckpt", str(trained["ckpt"]), "--task", "se", "--output", str(tmp_path / "x.wav")]
     proc = generate(*common, "--codec", str(other), "--input", str(trained["clip"]))
-    assert proc.returncode == 2 and "fingerprint" in proc.stderr and "is not the codec" in proc.stderr
+    assert (
+        proc.returncode == 2 and "fingerprint" in proc.stderr and "is not the codec" in proc.stderr
+    )
     proc = generate(*common, "--codec", str(trained["codec"]))
-    assert proc.returncode == 2 and "needs --input" in proc.stderr and "noisy (noisy_codes)" in proc.stderr
-    proc = generate(*common, "--codec", str(trained["codec"]), "--input", str(trained["clip"]), "--text", "hi")
+    assert (
+        proc.returncode == 2
+        and "needs --input" in proc.stderr
+        and "noisy (noisy_codes)" in proc.stderr
+    )
+    proc = generate(
+        *common, "--codec", str(trained["codec"]), "--input", str(trained["clip"]), "--text", "hi"
+    )
     assert proc.returncode == 2 and "does not take --text" in proc.stderr
     proc = generate(*common, "--codec", str(trained["codec"]), "--task", "tts", "--text", "hi")
     assert proc.returncode == 2 and "not trained for task 'tts'" in proc.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_evaluate_lm_scores_the_lm_beside_the_degraded_input_and_the_codec_ceiling(
+    trained, tmp_path
+):
+    out = tmp_path / "report"
+    proc = generate("--ckpt", str(trained["ckpt"]), "--codec", str(trained["codec"]), "--task", "se",
+                    "--input", str(trained["audio"]), "--split", "valid", "--max-clips", "3", "--snr", "5",
+                    "--metrics", "stoi,sisdr", "--write-audio", "1", "--batch-size", "2",
+                    "--tokens", str(trained["tokens"]), "--output", str(out), command="evaluate-lm")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    systems = {s["system"]: s for s in report["systems"]}
+    assert list(systems) == ["degraded", "codec(clean)", "codec(degraded)", "lm"]
+    assert all(s["clips"] == 3 for s in systems.values()) and report["clips"]["count"] == 3
+    # noise mixed at 5 dB: the noisy input's SI-SDR against the clean clip is the SNR
+    assert abs(systems["degraded"]["metrics"]["sisdr"]["mean"] - 5.0) < 0.3
+    for name in ("codec(degraded)", "lm"):
+        accuracy = systems[name]["token_accuracy"]
+        assert len(accuracy) == 3 and all(0.0 <= a <= 1.0 for a in accuracy)
+    assert all(r["frames"] > 0 for r in report["per_clip"] if r["system"] == "lm")
+    figures = report["teacher_forced"]
+    assert figures["sequences"] > 0 and min(figures["tokens"]) > 0
+    assert all(0.0 <= a <= 1.0 for a in figures["accuracy"]) and min(figures["perplexity"]) >= 1.0
+    assert "| lm |" in (out / "report.md").read_text() and (out / "report.png").stat().st_size > 0
+    written = sorted(p.name for p in (out / "audio").rglob("*.wav"))
+    assert written == [
+        "clean.wav",
+        "codec_clean.wav",
+        "codec_degraded.wav",
+        "degraded.wav",
+        "lm.wav",
+    ]
+
+    proc = generate("--ckpt", str(trained["ckpt"]), "--codec", str(trained["codec"]), "--task", "tse",
+                    "--input", str(trained["audio"]), "--output", str(tmp_path / "x"), command="evaluate-lm")  # fmt: skip
+    assert proc.returncode == 2 and "time-aligned tasks" in proc.stderr

@@ -246,3 +246,37 @@ def test_a_grown_vocabulary_only_appends_rows():
     assert torch.equal(grown.id_to_local[:, :V], small.id_to_local)
     assert torch.equal(grown._rows[:, :V], small._rows)
     assert grown.embed.num_embeddings > small.embed.num_embeddings
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_selected_rows_give_the_same_logits_loss_and_gradients(pattern):
+    torch.manual_seed(0)
+    model = tiny(pattern).train()
+    ids = grid(2, 9)
+    loss_mask = torch.zeros(ids.shape, dtype=torch.bool)
+    loss_mask[0, 5:] = True  # a target segment at the end of each sequence
+    loss_mask[1, 3:7] = True
+    rows = model.loss_rows(loss_mask)  # (B, F)
+    assert rows.tolist()[0] == [False] * 4 + [True] * 4 + [False]
+    assert rows.tolist()[1] == [False] * 2 + [True] * 4 + [False] * 3
+
+    dense = model(ids)
+    packed = model(ids, rows=rows)
+    assert packed.first.shape == (1, int(rows.sum()), dense.first.shape[-1])
+    torch.testing.assert_close(packed.first[0], dense.first[rows], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed.rest[0], dense.rest[rows], atol=1e-5, rtol=1e-5)
+
+    full = model.loss(dense, ids, loss_mask)
+    part = model.loss(packed, ids, loss_mask, rows=rows)
+    torch.testing.assert_close(part.loss, full.loss)
+    torch.testing.assert_close(part.accuracy, full.accuracy)
+    assert part.tokens.tolist() == full.tokens.tolist()
+    grads = torch.autograd.grad(full.loss, list(model.parameters()), allow_unused=True)
+    grads_part = torch.autograd.grad(part.loss, list(model.parameters()), allow_unused=True)
+    for g, h in zip(grads, grads_part, strict=True):
+        if g is None:
+            assert h is None or not h.any()
+        else:
+            torch.testing.assert_close(h, g, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="last row"):
+        model.loss(packed, ids, loss_mask, rows=torch.ones_like(rows))
