@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tasks", type=_names, default=d.tasks, help="comma-separated tasks, e.g. se,tse,tts"
     )
     io.add_argument("--templates", default=None, help="tasks YAML (default recipes/lm/tasks.yaml)")
+    io.add_argument(
+        "--vocabulary",
+        default=None,
+        metavar="CKPT_OR_JSON",
+        help="grow this vocabulary (a CodecLM checkpoint, vocabulary JSON or token-shard dir) "
+        "instead of building one: for fine-tuning a trained LM to new tasks (no id moves)",
+    )
     io.add_argument("--overwrite", action="store_true", help="replace an earlier, different run")
     pairs = p.add_argument_group("pairs")
     pairs.add_argument("--seed", type=int, default=p_.seed, help="seed of every draw")
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = TokenShardSettings(
             input=args.input, output=args.output, codec=args.codec, tasks=args.tasks,
             templates=args.templates, pairs=pairs, noise=args.noise, language=args.language,
-            kmeans=args.kmeans, bpe=args.bpe, n_q=args.n_q,
+            kmeans=args.kmeans, bpe=args.bpe, n_q=args.n_q, vocabulary=args.vocabulary,
             max_batch_seconds=args.max_batch_seconds, shard_max_samples=args.shard_max_samples,
             device=args.device, workers=args.workers, threads=args.threads,
             overwrite=args.overwrite, progress=not args.no_progress, max_shards=args.max_shards,

@@ -87,6 +87,9 @@ class TokenShardSettings:
         kmeans: the k-means file of semantic tokens (``vc``).
         bpe: a sentencepiece model for the ``text`` field; default: UTF-8 bytes.
         n_q: codebooks kept; default: all.
+        vocabulary: grow this vocabulary instead of building one from the tasks (fine-tuning
+            a trained LM to new tasks): a ``CodecLM`` checkpoint, a vocabulary JSON, or a
+            token-shard directory; what the tasks need and it lacks is appended, no id moves.
         max_batch_seconds: padded audio per codec call; default: the codec tokenizer's
             (8 s on a CPU, 64 s on a GPU). The codes of a non-causal codec depend on it.
         shard_max_samples: samples per output shard (at most).
@@ -113,6 +116,7 @@ class TokenShardSettings:
     kmeans: str | None = None
     bpe: str | None = None
     n_q: int | None = None
+    vocabulary: str | None = None
     max_batch_seconds: float | None = None
     shard_max_samples: int = 1000
     device: str = "cpu"
@@ -196,7 +200,8 @@ def make_token_shards(settings: TokenShardSettings) -> TokenShardResult:
     conditions = ConditionTokenizers.build(
         _tokenizers(templates), codec.frame_rate, s.kmeans, s.bpe
     )
-    vocab = _vocabulary(templates, codec, conditions)
+    base = read_vocabulary(s.vocabulary) if s.vocabulary else None
+    vocab = _vocabulary(templates, codec, conditions, base)
     noise = (
         NoiseBank.from_path(s.noise, codec.sample_rate)
         if s.noise and _uses(templates, "noisy_codes")
@@ -278,7 +283,30 @@ def _codec_tokenizer(s: TokenShardSettings, device: str):
     return CodecTokenizer(s.codec, device=device, max_batch_seconds=seconds, n_q=s.n_q)
 
 
-def _vocabulary(templates, codec, conditions: ConditionTokenizers) -> Vocabulary:
+def read_vocabulary(path: str | os.PathLike) -> Vocabulary:
+    """The vocabulary of a ``CodecLM`` checkpoint (``.ckpt``), a token-shard directory (its
+    ``index.json``) or a vocabulary JSON file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"vocabulary {path}: no such file or directory")
+    if path.is_dir():
+        index = load_index(path)
+        if "vocabulary" not in index:
+            raise ValueError(f"{path}/index.json holds no vocabulary: not a token-shard directory")
+        return Vocabulary.from_schema(index["vocabulary"])
+    if path.suffix == ".ckpt":
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True).get("lit_codec") or {}
+        if state.get("vocabulary") is None:
+            raise ValueError(f"{path}: not a CodecLM checkpoint (no vocabulary schema)")
+        return Vocabulary.from_schema(state["vocabulary"])
+    return Vocabulary.load(path)
+
+
+def _vocabulary(
+    templates, codec, conditions: ConditionTokenizers, base: Vocabulary | None = None
+) -> Vocabulary:
     sizes, metadata = {}, {}
     for t in templates:
         for seg in t.segments:
@@ -286,7 +314,7 @@ def _vocabulary(templates, codec, conditions: ConditionTokenizers) -> Vocabulary
                 tok = conditions.get(TOKEN_FIELDS[seg.source])
                 sizes[seg.modality] = tok.vocab_size
                 metadata[seg.modality] = tok.metadata()
-    return vocabulary_for(templates, codec.info, sizes, metadata=metadata)
+    return vocabulary_for(templates, codec.info, sizes, metadata=metadata, base=base)
 
 
 def _content(s, index, templates, codec, vocab, noise) -> dict[str, Any]:
@@ -526,8 +554,13 @@ def _finish(
         entries.extend(ledger["report"])
         info = splits.setdefault(
             split,
-            {"shards": [], "num_samples": 0, "seconds": 0.0, "frames": 0,
-             "tasks": dict.fromkeys(served, 0)},  # fmt: skip
+            {
+                "shards": [],
+                "num_samples": 0,
+                "seconds": 0.0,
+                "frames": 0,
+                "tasks": dict.fromkeys(served, 0),
+            },  # fmt: skip
         )
         if ledger["samples"]:
             info["shards"].append(name)

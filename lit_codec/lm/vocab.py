@@ -486,6 +486,38 @@ class Vocabulary:
         detail = f" (version {self.version} vs {theirs.get('version', '?')})"
         raise VocabularyMismatch(self.hash, their_hash, difference, detail)
 
+    def check_extends(self, base: Vocabulary) -> None:
+        """Refuse unless this vocabulary is ``base`` or grew from it (:meth:`extend`): the
+        same codec, every range of ``base`` in place, every special, segment marker and
+        task of ``base`` at the same id, its modality metadata unchanged.
+
+        Raises:
+            VocabularyMismatch: naming both hashes and the first entry of ``base`` that moved.
+        """
+
+        def refuse(difference: str) -> None:
+            raise VocabularyMismatch(
+                base.hash, self.hash, difference, " (the second does not extend the first)"
+            )
+
+        if self.codec != base.codec:
+            refuse(f"codec: {base.codec} != {self.codec}")
+        mine = {r.name: r for r in self.ranges}
+        for r in base.ranges:
+            if mine.get(r.name) != r:
+                refuse(f"ranges.{r.name}: {r} != {mine.get(r.name)}")
+        for kind, theirs, ours in (
+            ("specials", base._specials, self._specials),
+            ("segments", base._segments, self._segments),
+            ("tasks", base._tasks, self._tasks),
+        ):
+            for name, ids in theirs.items():
+                if ours.get(name) != ids:
+                    refuse(f"{kind}.{name}: {ids} != {ours.get(name)}")
+        for name, value in base._metadata.items():
+            if self._metadata.get(name) != value:
+                refuse(f"metadata.{name} changed")
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the schema (plus its ``hash``) as JSON; replaces ``path`` atomically."""
         path = Path(path)

@@ -107,6 +107,14 @@ class CodecLM(L.LightningModule):
         max_nonfinite_steps: stop after this many consecutive non-finite steps.
         seed: seeds the network's initialisation (when this module builds it) and the
             condition-dropout draws.
+        init_from: fine-tuning: a ``CodecLM`` checkpoint whose network weights the new
+            network starts from. The data's vocabulary must be the checkpoint's or extend it
+            (:meth:`Vocabulary.check_extends`: token shards made with
+            ``make_token_shards.py --vocabulary CKPT``); ids a new task or modality added
+            get fresh embedding and head-0 rows (:meth:`MultiScaleLM.load_grown`), every old
+            id keeps its weights. The network settings must be the checkpoint's. Only read
+            when this module builds its network for training (not when a checkpoint of
+            this run is loaded).
     """
 
     def __init__(
@@ -122,6 +130,7 @@ class CodecLM(L.LightningModule):
         gradient_clip: float | None = 1.0,
         max_nonfinite_steps: int = 20,
         seed: int = 0,
+        init_from: str | None = None,
     ):
         super().__init__()
         if loss_on not in ("target", "all"):
@@ -147,6 +156,7 @@ class CodecLM(L.LightningModule):
         self.gradient_clip = gradient_clip
         self.max_nonfinite_steps = max_nonfinite_steps
         self.seed = int(seed)
+        self.init_from = init_from
         self.vocabulary: Vocabulary | None = None
         self._vocabulary_source = ""  # where the vocabulary came from, for error messages
         self.batches_seen = 0  # training batches (micro-batches), saved in checkpoints
@@ -192,8 +202,9 @@ class CodecLM(L.LightningModule):
                 "model's vocabulary or train a new model)",
             ) from None
 
-    def build_network(self) -> MultiScaleLM:
-        """The network, built from the vocabulary by the factory if it is not built yet."""
+    def build_network(self, initialise: bool = True) -> MultiScaleLM:
+        """The network, built from the vocabulary by the factory if it is not built yet
+        (and, with ``initialise`` and ``init_from``, started from that checkpoint)."""
         if self.network is not None:
             return self.network
         v = self.vocabulary
@@ -208,8 +219,42 @@ class CodecLM(L.LightningModule):
             network = self._factory(
                 v.size, v.codec.n_q, v.codec.codebook_size, v.codebook_range(0)[0], v.pad_id
             )
+        if initialise and self.init_from is not None:
+            self._start_from(network, self.init_from)
         self.network = network
         return network
+
+    def _start_from(self, network: MultiScaleLM, path: str) -> None:
+        """Load a trained LM's weights into ``network`` (built for a vocabulary that extends
+        the trained one's)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint.get("lit_codec") or {}
+        if state.get("vocabulary") is None:
+            raise ValueError(f"init_from {path}: not a CodecLM checkpoint (no vocabulary schema)")
+        base = Vocabulary.from_schema(state["vocabulary"])
+        try:
+            self.vocabulary.check_extends(base)
+        except VocabularyMismatch as err:
+            raise ValueError(
+                f"init_from {path}: {self._vocabulary_source} {self.vocabulary.hash} does not "
+                f"extend the checkpoint's vocabulary {base.hash} ({err.difference}); make the "
+                f"token shards with data_prep/make_token_shards.py --vocabulary {path}"
+            ) from None
+        weights = {k[len("network.") :]: v for k, v in checkpoint["state_dict"].items()
+                   if k.startswith("network.")}  # fmt: skip
+        try:
+            grown = network.load_grown(weights)
+        except ValueError as err:
+            raise ValueError(
+                f"init_from {path}: {err}; use the checkpoint's network settings: "
+                f"{state.get('network')}"
+            ) from None
+        added = self.vocabulary.size - base.size
+        rank_zero_info(
+            f"codec LM: weights from {path} (vocabulary {base.hash}); {added} new ids "
+            f"({', '.join(sorted(set(self.vocabulary.tasks) - set(base.tasks))) or 'no new task'}), "
+            f"grown: {', '.join(grown) or 'nothing'}"
+        )
 
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule if self.trainer is not None else None
@@ -492,7 +537,7 @@ class CodecLM(L.LightningModule):
                 "it was not written by CodecLM"
             )
         self.use_vocabulary(Vocabulary.from_schema(schema), "the checkpoint's vocabulary")
-        self.build_network()  # load_from_checkpoint: build before the weights are loaded
+        self.build_network(initialise=False)  # load_from_checkpoint: before the weights load
         self.batches_seen = int(state.get("batches_seen", 0))
         self.nonfinite.load_state_dict(state)
         self._pending_rng = state.get("rng")

@@ -576,6 +576,55 @@ class MultiScaleLM(Configurable, nn.Module):
         empty = torch.arange(self.n_q, device=ids.device).expand(ids.shape[0], 1, self.n_q)
         return torch.cat((rows, empty), dim=1)  # (B, T + 1, n_q)
 
+    @torch.no_grad()
+    def load_grown(self, state: Mapping[str, Tensor]) -> list[str]:
+        """Load the weights of a network built for a vocabulary that this one's extends.
+
+        A vocabulary grown by :meth:`Vocabulary.extend <lit_codec.lm.vocab.Vocabulary.extend>`
+        appends ids after every range, which appends rows at the end of the input table
+        and of head 0 and moves nothing (see the module doc): those two take the old rows
+        and keep their own initialisation in the new rows; every other parameter must have
+        the same shape. Fine-tuning to a new task starts here: the old tasks' ids and
+        logits are unchanged, and the new task token has a fresh embedding.
+
+        Args:
+            state: the other network's ``state_dict()`` (parameters; buffers are derived
+                from the vocabulary and rebuilt here).
+
+        Returns:
+            the names of the parameters that grew.
+
+        Raises:
+            ValueError: a parameter missing on either side, or shapes that are not an
+                append along the first dimension (another architecture: build this
+                network with the other's settings).
+        """
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"the weights lack parameters {missing[:5]}: another architecture")
+        extra = sorted(k for k in state if k not in own and k not in dict(self.named_buffers()))
+        if extra:
+            raise ValueError(f"the weights hold parameters this network lacks: {extra[:5]}")
+        grown = []
+        for name, param in own.items():
+            old = state[name]
+            if old.shape == param.shape:
+                param.copy_(old)
+            elif (
+                old.dim() == param.dim()
+                and old.shape[1:] == param.shape[1:]
+                and old.shape[0] < param.shape[0]
+            ):
+                param[: old.shape[0]] = old
+                grown.append(name)
+            else:
+                raise ValueError(
+                    f"parameter {name}: shape {tuple(old.shape)} in the weights, {tuple(param.shape)} "
+                    "here: not a grown vocabulary of the same architecture"
+                )
+        return grown
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of each part: ``embeddings``, ``global``, ``local``, ``heads``, ``total``."""
         parts: dict[str, list[nn.Module | nn.Parameter | None]] = {

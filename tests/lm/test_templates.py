@@ -1,4 +1,4 @@
-"""Task templates: the shipped eleven build sequences, a new task needs YAML alone, bad YAML is named."""
+"""Task templates: the shipped twelve build sequences, a new task needs YAML alone, bad YAML is named."""
 
 import json
 
@@ -34,6 +34,7 @@ TASKS = (
     "dereverb",
     "instruct_tts",
     "speech_edit",
+    "inpaint",  # ours, after UniAudio's eleven
 )
 
 
@@ -53,7 +54,7 @@ def random_sample(template, rng, frames=20):
     return sample
 
 
-def test_the_shipped_file_holds_the_eleven_uniaudio_tasks():
+def test_the_shipped_file_holds_the_eleven_uniaudio_tasks_and_inpaint():
     assert DEFAULT_TEMPLATES.name == "tasks.yaml" and tuple(TEMPLATES) == TASKS
     for task in TEMPLATES.values():
         assert (
@@ -64,6 +65,10 @@ def test_the_shipped_file_holds_the_eleven_uniaudio_tasks():
     assert TEMPLATES["tts"].segments[1].max_seconds == 3
     assert [s.modality for s in TEMPLATES["svs"].segments] == ["phone", "midi", "codec", "codec"]
     assert TEMPLATES["speech_edit"].segments[1].masked
+    assert (
+        TEMPLATES["inpaint"].sources == ("masked_codes", "codes")
+        and TEMPLATES["inpaint"].segments[0].masked
+    )
     assert TEMPLATES["tse"].sources == ("mixture_codes", "prompt_codes", "codes")
     assert set(VOCAB.tasks) == set(TASKS)
 

@@ -181,6 +181,13 @@ def test_extend_bumps_the_version_and_never_moves_an_id():
         np.testing.assert_array_equal(new.codec_ids(codes), old.codec_ids(codes))
         with pytest.raises(VocabularyMismatch):
             new.check_compatible(old)
+        new.check_extends(old)  # grew from it
+        with pytest.raises(VocabularyMismatch, match="does not extend"):
+            old.check_extends(new)
+    v1.check_extends(v1)
+    rebuilt = Vocabulary.build(CODEC, SIZES, tasks=["se", "tts"], segments=["noisy", "audio"])
+    with pytest.raises(VocabularyMismatch, match="does not extend"):  # built anew: ids moved
+        rebuilt.check_extends(tiny())
     assert v2.special("<sep>") < 32  # took a spare slot of the first specials range
     assert v2.task_id("svs") >= v1.size and min(v2.segment_ids("midi")) >= v1.size  # appended
     assert [r.name for r in v2.ranges[len(v1.ranges) :]] == ["segments.v2", "tasks.v2", "f0"]

@@ -472,7 +472,9 @@ def test_the_lm_recipes_build(recipe, token_root, tmp_path):
     assert isinstance(model, CodecLM) and model.network is None  # built from the data's vocabulary
     cli.datamodule.setup("fit")
     model.use_vocabulary(cli.datamodule.vocabulary, "the data")
-    if recipe != "se/uniaudio.yaml":  # 16 x 768: not built here
+    if recipe == "finetune_new_task.yaml":  # starts from a trained LM: see the fine-tuning test
+        assert model.init_from.endswith("last.ckpt")
+    elif recipe != "se/uniaudio.yaml":  # 16 x 768: not built here
         network = model.build_network()
         assert network.vocab_size == cli.datamodule.vocabulary.size
 
@@ -491,6 +493,74 @@ def _checkpoint_every(steps: int) -> list[str]:
     return ["--config", yaml.safe_dump({"trainer": {"callbacks": [
         {"class_path": "lit_codec.callbacks.GeneratorStepCheckpoint",
          "init_args": {"every_n_generator_steps": 0, "every_n_train_steps": steps, "save_last": True}}]}})]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_finetuning_to_a_new_task_keeps_old_ids_and_outputs_then_trains(token_root, tmp_path):
+    """recipes/lm/finetune_new_task.yaml end to end on tiny shards: a base LM trained on se,
+    shards of the new task `inpaint` made with its vocabulary grown, and the fine-tune."""
+    import json
+
+    from lit_codec.cli import main, run_lightning
+    from lit_codec.data.token_shards import TokenShardSettings, make_token_shards
+    from lit_codec.models.codec_lm import load_network
+
+    small = ["--model.init_args.network.init_args.global_config", '{"width": 32, "depth": 2, "heads": 2}',
+             "--model.init_args.network.init_args.local_config", '{"width": 16, "depth": 1, "heads": 2}']  # fmt: skip
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+             "--trainer.num_sanity_val_steps", "0", "--trainer.val_check_interval", "2", *_checkpoint_every(2)]  # fmt: skip
+    main(["fit", *lm_recipe_args("se/cpu.yaml"), *data_args(token_root), *small, *quiet,
+          "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "base")])  # fmt: skip
+    base_ckpt = tmp_path / "base" / "checkpoints" / "last.ckpt"
+    base_net, base_vocab = load_network(base_ckpt)
+
+    settings = json.loads((token_root / "index.json").read_text())["settings"]
+    tokens = tmp_path / "tokens_inpaint"
+    make_token_shards(TokenShardSettings(settings["input"], str(tokens), codec=str(token_root.parent / "codec.safetensors"),
+                                         tasks=("inpaint", "se"), vocabulary=str(base_ckpt),
+                                         shard_max_samples=4, workers=1, progress=False))  # fmt: skip
+    args = [*lm_recipe_args("finetune_new_task.yaml"), *data_args(tokens, '{"inpaint": 1.0, "se": 0.25}'),
+            *small, *quiet, "--model.init_args.init_from", str(base_ckpt),
+            "--trainer.default_root_dir", str(tmp_path / "ft")]  # fmt: skip
+    cli = run_lightning([*args, "--trainer.max_steps", "2"], run=False)
+    cli.datamodule.setup("fit")
+    vocab = cli.datamodule.vocabulary
+    vocab.check_extends(base_vocab)  # every old id where it was
+    assert set(vocab.tasks) == set(base_vocab.tasks) | {"inpaint"} and vocab.size > base_vocab.size
+    assert all(vocab.tasks[t] == i for t, i in base_vocab.tasks.items())
+    model = cli.model
+    model.use_vocabulary(vocab, "the data")
+    grown = model.build_network().eval()
+    base_net.eval()
+
+    # before any step: an old-task sequence gets the base LM's logits over the old ids
+    batch = next(b for b in cli.datamodule.eval_batches("valid") if "se" in b.tasks)
+    se = [i for i, task in enumerate(batch.tasks) if task == "se"]
+    with torch.no_grad():
+        old, new = base_net(batch.ids[se]), grown(batch.ids[se])
+    h0 = old.first.shape[-1]
+    assert new.first.shape[-1] > h0  # head 0 grew by the new task token
+    torch.testing.assert_close(new.first[..., :h0], old.first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(new.rest, old.rest, atol=1e-5, rtol=1e-5)
+
+    # the fine-tune trains on the new task and saves the grown vocabulary
+    main(["fit", *args, "--trainer.max_steps", "2"])
+    tuned_net, tuned_vocab = load_network(tmp_path / "ft" / "checkpoints" / "last.ckpt")
+    assert tuned_vocab.hash == vocab.hash and "inpaint" in tuned_vocab.tasks
+    assert not torch.equal(
+        tuned_net.embed.weight[: base_net.embed.num_embeddings], base_net.embed.weight
+    )
+
+    # shards of another vocabulary than the checkpoint's are refused, naming the fix
+    with pytest.raises(ValueError, match="does not extend"):
+        bad = tmp_path / "tokens_fresh"
+        make_token_shards(TokenShardSettings(settings["input"], str(bad), codec=str(token_root.parent / "codec.safetensors"),
+                                             tasks=("inpaint",), shard_max_samples=4, workers=1, progress=False))  # fmt: skip
+        cli = run_lightning([*args[:-2], "--trainer.default_root_dir", str(tmp_path / "bad"),
+                             *data_args(bad, '{"inpaint": 1.0}'), "--trainer.max_steps", "1"], run=False)  # fmt: skip
+        cli.datamodule.setup("fit")
+        cli.model.use_vocabulary(cli.datamodule.vocabulary, "the data")
+        cli.model.build_network()
 
 
 @pytest.mark.slow

@@ -280,3 +280,27 @@ def test_selected_rows_give_the_same_logits_loss_and_gradients(pattern):
             torch.testing.assert_close(h, g, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="last row"):
         model.loss(packed, ids, loss_mask, rows=torch.ones_like(rows))
+
+
+def test_load_grown_keeps_every_old_logit_and_refuses_another_architecture():
+    small = tiny().eval()
+    grown_vocab = VOCAB.extend(tasks=["inpaint"], segments=["masked"])
+    big = MultiScaleLM.from_vocabulary(grown_vocab, global_config=GLOBAL, local_config=LOCAL,
+                                       continuous_dim=D_C).eval()  # fmt: skip
+    fresh = big.embed.weight[VOCAB.size :].clone()
+    assert sorted(big.load_grown(small.state_dict())) == [
+        "embed.weight",
+        "head0.weight",
+        "local_embed.weight",
+    ]
+    ids = grid(2, 7)
+    a, b = small(ids), big(ids)
+    h0 = a.first.shape[-1]
+    assert b.first.shape[-1] == h0 + 3  # <inpaint_task>, <masked_start>, <masked_end>
+    torch.testing.assert_close(b.first[..., :h0], a.first)
+    torch.testing.assert_close(b.rest, a.rest)
+    assert torch.equal(big.embed.weight[-3:], fresh[-3:])  # new rows keep their initialisation
+    wider = MultiScaleLM.from_vocabulary(grown_vocab, global_config=TransformerConfig(width=48, depth=2, heads=2),
+                                         local_config=LOCAL, continuous_dim=D_C)  # fmt: skip
+    with pytest.raises(ValueError, match="not a grown vocabulary of the same architecture"):
+        wider.load_grown(small.state_dict())
