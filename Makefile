@@ -60,6 +60,12 @@ bench: $(STAMP)
 	$(PY) bench/fsq_speed.py
 	$(PY) bench/frame_codec_speed.py
 	$(PY) bench/onnx_speed.py
+	$(PY) -m pip install --quiet --no-deps "moshi==0.2.13" "audiocraft==1.3.0" "MEGABYTE-pytorch==0.3.6" \
+		"einops==0.8.2" "beartype==0.23.1"
+	OMP_NUM_THREADS=1 $(PY) bench/lm_train.py
+	OMP_NUM_THREADS=1 $(PY) bench/lm_train_peers.py
+	OMP_NUM_THREADS=1 $(PY) bench/lm_generate.py
+	OMP_NUM_THREADS=1 $(PY) bench/lm_generate_peers.py
 	@if [ -n "$(LEARNING_CURVE_SHARDS)" ]; then \
 		$(PY) bench/learning_curve.py --shards "$(LEARNING_CURVE_SHARDS)" --out "$(LEARNING_CURVE_OUT)"; \
 	else echo "bench/learning_curve.py skipped: set LEARNING_CURVE_SHARDS=<16 kHz shard folder>"; fi

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +81,18 @@ def parser() -> argparse.ArgumentParser:
         help="recompute the full forward at every step (checking, timing)",
     )
     s.add_argument("--device", default="cpu")
+    out.add_argument(
+        "--stream",
+        action="store_true",
+        help="write the audio chunk by chunk while frames are generated (a causal codec decodes "
+        "frame by frame; the shipped non-causal one in windows with --stream-context frames of "
+        "look-ahead, equal to offline decoding)",
+    )
+    out.add_argument(
+        "--stream-chunk", type=int, default=10, help="frames decoded at once (default 10)"
+    )
+    out.add_argument("--stream-context", type=int, default=None,
+                     help="context frames of a non-causal codec's windows (default 16)")  # fmt: skip
     return p
 
 
@@ -227,15 +242,31 @@ def run(a: argparse.Namespace) -> None:
             cfg_coef=a.cfg_coef, seed=a.seed + first, use_cache=not a.no_cache,
         )  # fmt: skip
         sequences = [build_sequence(vocab, template, j.fields) for j in group]
-        result = generate(network, vocab, Prefix.from_sequences(sequences, vocab), config)
+        prefix = Prefix.from_sequences(sequences, vocab)
+        with ExitStack() as stack:
+            streamers = (
+                [_streamer(stack, a, codec, job.output) for job in group] if a.stream else None
+            )
+            started = time.perf_counter()
+            result = generate(network, vocab, prefix, config,
+                              on_frames=None if streamers is None else _router(streamers))  # fmt: skip
         for i, job in enumerate(group):
             n = int(result.lengths[i])
             codes = result.codes[i, :n].T.contiguous()  # (n_q, frames)
-            with torch.no_grad():
-                audio = codec.decode(codes[None].to(tokenizer.device))
-            audio = audio[0, 0].float().cpu().numpy()
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(job.output, np.clip(audio, -1, 1), codec.sample_rate)
+            if streamers is None:
+                with torch.no_grad():
+                    audio = codec.decode(codes[None].to(tokenizer.device))
+                audio = audio[0, 0].float().cpu().numpy()
+                job.output.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(job.output, np.clip(audio, -1, 1), codec.sample_rate)
+            else:
+                first = streamers[i].first_audio_at
+                heard = (
+                    "no audio" if first is None else f"first audio after {first - started:.2f} s"
+                )
+                print(
+                    f"{job.output}: streamed, {heard} ({'frame by frame' if streamers[i].causal else 'in windows'})"
+                )
             state = (
                 "ended"
                 if bool(result.finished[i])
@@ -246,6 +277,36 @@ def run(a: argparse.Namespace) -> None:
             if a.codes_output is not None and len(jobs) == 1:
                 np.savez(a.codes_output, codes=codes.numpy().astype(np.int16), task=a.task,
                          vocab_hash=vocab.hash, frame_rate=fps)  # fmt: skip
+
+
+def _streamer(stack: ExitStack, a: argparse.Namespace, codec, output: Path):
+    """An AudioStreamer writing to ``output`` (a WAV written and flushed chunk by chunk)."""
+    import soundfile as sf
+
+    from lit_codec.lm.audio_stream import AudioStreamer
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer = stack.enter_context(
+        sf.SoundFile(output, "w", samplerate=codec.sample_rate, channels=1)
+    )
+
+    def write(chunk: np.ndarray) -> None:
+        writer.write(np.clip(chunk, -1, 1))
+        writer.flush()
+
+    return stack.enter_context(AudioStreamer(codec, write, a.stream_chunk, a.stream_context))
+
+
+def _router(streamers: list) -> Callable:
+    """The ``on_frames`` callback handing each sequence's frames to its streamer."""
+
+    def on_frames(chunk) -> None:
+        streamer = streamers[chunk.sample]
+        streamer.push(chunk.codes)
+        if chunk.ended:
+            streamer.finish()
+
+    return on_frames
 
 
 def main(argv: list[str]) -> None:

@@ -78,6 +78,13 @@ def test_enhancement_writes_audio_and_codes_of_the_codec(trained, tmp_path):
                     "--max-seconds", "0.05", "--seed", "1", "--no-cache")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert np.array_equal(np.load(again)["codes"], saved["codes"])  # the cache changes nothing
+    streamed = tmp_path / "streamed.wav"
+    proc = generate("--ckpt", str(trained["ckpt"]), "--codec", str(trained["codec"]), "--task", "se",
+                    "--input", str(trained["clip"]), "--output", str(streamed), "--max-seconds", "0.05",
+                    "--seed", "1", "--stream")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "streamed, first audio after" in proc.stdout
+    np.testing.assert_allclose(sf.read(streamed)[0], audio, atol=2 / 32768)  # the offline audio
 
 
 def test_a_mismatched_codec_and_missing_or_extra_conditions_are_refused(trained, tmp_path):
