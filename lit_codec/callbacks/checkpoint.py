@@ -74,6 +74,12 @@ class GeneratorStepCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer, pl_module) -> None:
         step = getattr(pl_module, "generator_step", None)
+        if step is None:  # one optimizer step per batch (CodecLM): count train steps
+            step = trainer.global_step
+            if self.save_last and step > 0 and step != self._last_global_step_saved:
+                # e.g. trainer.max_time ended the run between two every_n_train_steps saves
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
         if (
             self.save_last
             and step is not None
