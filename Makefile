@@ -66,6 +66,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) bench/lm_train_peers.py
 	OMP_NUM_THREADS=1 $(PY) bench/lm_generate.py
 	OMP_NUM_THREADS=1 $(PY) bench/lm_generate_peers.py
+	OMP_NUM_THREADS=1 $(PY) bench/lm_stream.py
 	@if [ -n "$(LEARNING_CURVE_SHARDS)" ]; then \
 		$(PY) bench/learning_curve.py --shards "$(LEARNING_CURVE_SHARDS)" --out "$(LEARNING_CURVE_OUT)"; \
 	else echo "bench/learning_curve.py skipped: set LEARNING_CURVE_SHARDS=<16 kHz shard folder>"; fi
