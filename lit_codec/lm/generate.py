@@ -15,7 +15,22 @@ that :meth:`~lit_codec.nn.codebook_patterns.CodebookPattern.readback` names. For
 ``multiscale`` the global stack advances one frame with its KV cache, then the local stack
 generates the ``n_q`` codebooks of the next frame one at a time with its own small cache
 (reset every frame). Nothing is concatenated per step: both caches are preallocated
-(:class:`~lit_codec.nn.kv_cache.KVCache`) and the transformer is the training one.
+(:class:`~lit_codec.nn.kv_cache.KVCache`) and the transformer is the training one, whose
+one-position step skips the per-call work a single position does not need
+(:meth:`Transformer._decode_one <lit_codec.nn.transformer.Transformer._decode_one>`).
+
+**At batch 1 on a CPU thread a step is mostly fixed per-operation cost** (a frame of a
+``multiscale`` model runs the global stack once and the local stack ``n_q`` times), so the
+loop keeps the operations per sampled codebook few: the projection of a frame's global
+output to the local width is made once per frame, the codebook restrictions are built once,
+which cells are fixed (prefix, past ``max_frames``, after ``<X_end>``) is known on the host,
+a draw takes one uniform number per row (:func:`sample_logits`), and the host waits on the
+device once per frame (did a sequence just end?). ``bench/lm_generate.py`` measures it.
+
+**Streaming**: ``on_frames`` receives each sequence's target frames as :class:`FrameChunk` s
+as soon as all their codebooks are known (with ``delay``, ``n_q - 1`` steps after a frame's
+codebook 0), so a streaming codec decoder can turn them into audio while the rest is
+generated.
 
 **Prefixes of different lengths are left-aligned** (right-padded, as a ``TokenBatch``):
 frame ``t`` of every sequence sits at position ``t`` of the one shared cache, so no cache
@@ -51,7 +66,7 @@ the cached path and timing it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +78,14 @@ from lit_codec.lm.sequence import TaskSequence
 from lit_codec.lm.vocab import Vocabulary
 from lit_codec.nn.multiscale_lm import MultiScaleLM
 
-__all__ = ["GenerationConfig", "GenerationResult", "Prefix", "generate", "sample_logits"]
+__all__ = [
+    "FrameChunk",
+    "GenerationConfig",
+    "GenerationResult",
+    "Prefix",
+    "generate",
+    "sample_logits",
+]
 
 
 @dataclass
@@ -235,12 +257,31 @@ class GenerationResult:
     frames_per_second: float
 
 
+@dataclass
+class FrameChunk:
+    """Target frames of one sequence that just became complete (see ``on_frames`` of
+    :func:`generate`): every codebook of each frame is known and final."""
+
+    sample: int
+    """Index of the sequence in the batch."""
+    start: int
+    """Index of the chunk's first frame among the sequence's generated frames (its row in
+    ``GenerationResult.codes[sample]``; an audio prompt of the prefix is not counted)."""
+    codes: Tensor
+    """``(frames, n_q)`` int64 codes, local to each codebook (``0 .. codebook_size - 1``), on
+    the CPU; ``frames`` may be 0 in the last chunk of a sequence."""
+    ended: bool
+    """The sequence is done: it closed its target with ``<X_end>`` or reached ``max_frames``;
+    this is its last chunk."""
+
+
 @torch.no_grad()
 def generate(
     network: MultiScaleLM,
     vocab: Vocabulary,
     prefix: Prefix | Any,
     config: GenerationConfig | None = None,
+    on_frames: Callable[[FrameChunk], None] | None = None,
 ) -> GenerationResult:
     """Continue every prefix with the target's codec frames; see the module doc.
 
@@ -249,6 +290,15 @@ def generate(
         vocab: its vocabulary.
         prefix: a :class:`Prefix`, or a ``TokenBatch``-like object (:meth:`Prefix.from_batch`).
         config: how to sample; None: :class:`GenerationConfig` defaults.
+        on_frames: called during generation with each :class:`FrameChunk`: the frames of one
+            sequence that became complete since its last chunk (all ``n_q`` codebooks known;
+            with the ``delay`` pattern a frame completes ``n_q - 1`` steps after its
+            codebook 0, with ``multiscale``/``flat`` at its last codebook, with ``parallel``
+            at once), e.g. to decode audio while the rest is generated. Per sequence the
+            chunks come in order and their ``codes`` concatenate to
+            ``result.codes[i, : result.lengths[i]]``; no frame from its ``<X_end>`` on is
+            handed over, and its last chunk (possibly empty) has ``ended=True``, as soon as it
+            ended. Called on the generating thread: its time counts in ``seconds``.
 
     Returns:
         the codes, lengths and whole sequences (:class:`GenerationResult`).
@@ -274,7 +324,6 @@ def generate(
     # the grid of every frame: prefix, room for max_frames, the <end> frame
     F = max(plen) + config.max_frames + 1
     grid = torch.full((B, F, n_q), pad, dtype=torch.long)  # (B, F, n_q)
-    known = torch.zeros(B, F, n_q, dtype=torch.bool)  # (B, F, n_q) cells not to sample
     cond = torch.zeros(B, F, dtype=torch.bool)  # (B, F)
     continuous = is_continuous = None
     if prefix.continuous is not None and prefix.is_continuous is not None:
@@ -282,8 +331,6 @@ def generate(
         is_continuous = torch.zeros(B, F, dtype=torch.bool)
     for i, n in enumerate(plen):
         grid[i, :n] = prefix.ids[i, :n]
-        known[i, :n] = True
-        known[i, n + config.max_frames :] = True  # past max_frames: <pad>, never sampled
         if prefix.condition_mask is not None:
             cond[i, :n] = prefix.condition_mask[i, :n]
         if continuous is not None:
@@ -294,7 +341,7 @@ def generate(
         if continuous is not None:
             continuous = torch.cat((continuous, continuous.masked_fill(cond[..., None], 0.0)))
             is_continuous = torch.cat((is_continuous, is_continuous & ~cond))  # (2B, F)
-    grid, known = grid.to(device), known.to(device)
+    grid = grid.to(device)
     if continuous is not None:
         continuous, is_continuous = continuous.to(device), is_continuous.to(device)
 
@@ -304,13 +351,17 @@ def generate(
         start = time.perf_counter()
         steps_cls = _CachedSteps if config.use_cache else _FullForward
         steps = steps_cls(network, grid, continuous, is_continuous, min(plen))
-        ended_at = _decode(network, vocab, grid, known, plen, end_ids, config, steps, B)
+        emitter = None
+        if on_frames is not None:
+            offsets = _code_offsets(vocab, n_q)  # (n_q,)
+            emitter = _FrameEmitter(on_frames, grid, plen, config.max_frames, offsets)
+        ends = _decode(network, vocab, grid, plen, end_ids, config, steps, B, emitter)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
     finally:
         network.train(training)
-    return _result(vocab, grid[:B].cpu(), ended_at.cpu(), plen, config, seconds)
+    return _result(vocab, grid[:B].cpu(), ends, plen, config, seconds)
 
 
 def sample_logits(
@@ -325,25 +376,41 @@ def sample_logits(
 
     Greedy (or ``temperature == 0``): the argmax, no noise drawn. Otherwise the logits are
     divided by ``temperature``, cut to the ``top_k`` largest and to the nucleus of mass
-    ``top_p``, and one index is drawn per row by the exponential race (``argmax(p / E)``,
-    ``E ~ Exp(1)``: a draw from ``p`` without a device sync); the noise always has the shape
-    of ``logits``, so equal calls consume the generator equally.
+    ``top_p``, and one index is drawn per row by inverting the cumulative distribution with
+    one uniform number (:func:`_draw`: no device sync, one random number per row instead of
+    one per logit). With ``top_k`` only the ``k`` largest logits are ranked (``topk``, no sort
+    of all ``H``) and the nucleus is cut among them; ``top_p`` alone sorts the row. Equal
+    calls consume the generator equally.
     """
     if greedy or temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        ordered, order = logits.sort(dim=-1, descending=True)  # (N, H) each
-        probs = ordered.softmax(-1)
-        outside = probs.cumsum(-1) - probs > top_p  # (N, H), never the most likely
-        ordered = ordered.masked_fill(outside, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
-    probs = logits.softmax(-1)  # (N, H)
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / noise.clamp_min(1e-20)).argmax(-1)
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    nucleus = top_p is not None and top_p < 1.0
+    if top_k and top_k < logits.shape[-1]:
+        ranked, order = logits.topk(top_k, dim=-1)  # (N, k) each, largest first
+    elif nucleus:
+        ranked, order = logits.sort(dim=-1, descending=True)  # (N, H) each
+    else:
+        return _draw(logits.softmax(-1), generator)
+    probs = ranked.softmax(-1)  # (N, k or H)
+    if nucleus:
+        outside = probs.cumsum(-1) - probs > top_p  # (N, k or H), never the most likely
+        probs = probs.masked_fill(outside, 0.0)  # the draw needs no renormalisation
+    return order.gather(-1, _draw(probs, generator)[:, None])[:, 0]  # (N,)
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``(N,)`` one index per row of ``probs`` ``(N, H)`` (non-negative, not all 0), drawn
+    with probability ``p_i / sum(p)``: the first index whose cumulative sum reaches
+    ``(1 - u) * sum(p)``, ``u ~ U[0, 1)``. The target lies in ``(0, sum(p)]``, so an index of
+    probability 0 (its sum equals the one before) is never the first to reach it."""
+    cdf = probs.cumsum(-1)  # (N, H), nondecreasing
+    total = cdf[:, -1:]  # (N, 1)
+    u = torch.rand(total.shape, generator=generator, device=cdf.device, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, (1.0 - u) * total)[:, 0]  # (N,)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -351,102 +418,184 @@ def _decode(
     network: MultiScaleLM,
     vocab: Vocabulary,
     grid: Tensor,
-    known: Tensor,
     plen: list[int],
     end_ids: list[int],
     config: GenerationConfig,
     steps: _CachedSteps | _FullForward,
     B: int,
-) -> Tensor:
-    """Sample every cell that is not known, in the pattern's order; ``(B,)`` frame of each
-    sequence's ``<X_end>`` (-1: none). ``grid`` (all ``2B`` rows with CFG) and ``known`` are
-    filled in place."""
-    device = grid.device
-    n_q, F = network.n_q, grid.shape[1]
+    emitter: _FrameEmitter | None,
+) -> list[int]:
+    """Sample every cell that is not fixed, in the pattern's order; the frame of each
+    sequence's ``<X_end>`` (-1: none). ``grid`` (all ``2B`` rows with CFG) is filled in place.
+
+    Which cells of a sequence are fixed (a prefix cell, past ``max_frames``, after its
+    ``<X_end>``) is decided on the host from ``plen`` and the ends found so far, so a step
+    whose batch samples every cell writes its draws without a mask; the host waits on the
+    device once per sampled codebook 0 (did a sequence just end?), and for the codes handed
+    to ``emitter``.
+    """
+    device, F = grid.device, grid.shape[1]
     pad, end_token = vocab.pad_id, vocab.special("<end>")
-    size = network.codebook_size
     seed = config.seed if config.seed is not None else int(torch.randint(2**62, ()).item())
     generator = torch.Generator(device=device).manual_seed(seed)
     cfg = grid.shape[0] != B
-
-    # what each head may draw: the codes of its codebook; head 0 also <X_end> (per sequence)
-    allowed = torch.zeros(n_q, max(network.head_sizes), dtype=torch.bool, device=device)
-    code0 = int(network.id_to_local[0, network.codec_start])  # head 0's index of code 0
-    allowed[0, code0 : code0 + size] = True
-    allowed[1:, :size] = True
+    sampler = _Sampler(network, end_ids, plen, config, generator, B, device)
+    to_id = list(network.local_to_id.unbind(0))  # n_q x (H_max,): head-local index -> id
     end_t = torch.tensor(end_ids, device=device)  # (B,)
-    end_local = network.id_to_local[0, end_t][:, None]  # (B, 1)
-    plen_t = torch.tensor(plen, device=device)  # (B,)
-    ended_at = torch.full((B,), -1, dtype=torch.long, device=device)
+    stop = [p + config.max_frames for p in plen]  # first frame past each target's room
+    ends = [-1] * B  # frame of each sequence's <X_end>
+
+    def fixed(f: int, k: int) -> list[bool]:  # a prefix cell, past max_frames, or after <X_end>
+        return [
+            f < p or f >= s or (e >= 0 and (f > e or (f == e and k > 0)))
+            for p, s, e in zip(plen, stop, ends)
+        ]
 
     def write(f: int, k: int | slice, value: Tensor) -> None:
         grid[:B, f, k] = value
         if cfg:
             grid[B:, f, k] = value
 
-    ends = [-1] * B  # host copy of ended_at, refreshed once per sampled codebook 0
-
-    def fixed_for_all(f: int, k: int) -> bool:  # a prefix cell, past max_frames, or after <X_end>
-        return all(
-            f < p or f >= p + config.max_frames or (e >= 0 and (f > e or (f == e and k > 0)))
-            for p, e in zip(plen, ends)
-        )
-
-    groups = _groups(network, F, min(plen))
+    groups, complete = _groups(network, F, min(plen))
     first_left = np.minimum.accumulate([min(f for f, _ in g) for g in groups][::-1])[::-1]
-    for cells, left in zip(groups, first_left.tolist()):  # left: first frame still to come
-        if all(fixed_for_all(f, k) for f, k in cells):
-            last = [e if e >= 0 else p + config.max_frames for p, e in zip(plen, ends)]
+    for cells, left, done in zip(groups, first_left.tolist(), complete):
+        if all(all(fixed(f, k)) for f, k in cells):
+            last = [e if e >= 0 else s for s, e in zip(stop, ends)]
             if all(left >= n for n in last):
                 break  # every sequence is done: nothing but fixed cells to come
-            continue
-        for (f, k), out in zip(cells, steps.logits(cells)):
-            out = out.float()  # (N, H_k)
-            if cfg:
-                out = out[B:] + config.cfg_coef * (out[:B] - out[B:])  # (B, H_k)
-            restricted = out.masked_fill(~allowed[k, : out.shape[-1]], float("-inf"))
-            if k == 0:
-                may_end = ((f - plen_t) >= config.min_frames)[:, None]  # (B, 1)
-                end_logit = torch.where(may_end, out.gather(1, end_local), float("-inf"))
-                restricted = restricted.scatter(1, end_local, end_logit)  # (B, H_0)
-            choice = sample_logits(
-                restricted,
-                config.temperature,
-                config.top_k,
-                config.top_p,
-                generator,
-                greedy=config.is_greedy,
-            )  # (B,)
-            drawn = network.local_to_ids(choice, codebook=k)  # (B,)
-            fixed = known[:, f, k].clone()  # (B,) (a copy: known changes below)
-            value = torch.where(fixed, grid[:B, f, k], drawn)
-            write(f, k, value)
-            known[:, f, k] = True
-            if k == 0:  # <X_end>: pad the rest of the frame, then the <end> frame
-                ended = ~fixed & (value == end_t)  # (B,)
-                ended_at = torch.where(ended, f, ended_at)
-                write(f, slice(1, None), torch.where(ended[:, None], pad, grid[:B, f, 1:]))
-                known[:, f, 1:] |= ended[:, None]
-                if f + 1 < F:
-                    write(f + 1, 0, torch.where(ended, end_token, grid[:B, f + 1, 0]))
-                    known[:, f + 1 :] |= ended[:, None, None]
-                ends = ended_at.tolist()
-    return ended_at
+        else:
+            for (f, k), out in zip(cells, steps.logits(cells)):
+                flags = fixed(f, k)  # after the cells before it (an <X_end> fixes the rest)
+                if all(flags):
+                    continue
+                value = to_id[k][sampler(out, f, k)]  # (B,) ids
+                if any(flags):
+                    keep = torch.tensor(flags, device=device)  # (B,)
+                    value = torch.where(keep, grid[:B, f, k], value)
+                write(f, k, value)
+                if k == 0:  # <X_end>: pad the rest of the frame, then the <end> frame
+                    ended = value == end_t  # (B,)
+                    if any(flags):
+                        ended &= ~keep
+                    hits = ended.tolist()  # the sync: one per frame
+                    if any(hits):
+                        for i in (i for i, hit in enumerate(hits) if hit):
+                            ends[i] = f
+                        write(f, slice(1, None), grid[:B, f, 1:].masked_fill(ended[:, None], pad))
+                        if f + 1 < F:
+                            write(f + 1, 0, grid[:B, f + 1, 0].masked_fill(ended, end_token))
+        if emitter is not None:
+            emitter.update(done, ends)
+    if emitter is not None:
+        emitter.update(F, ends)  # whatever is left (after an early stop)
+    return ends
 
 
-def _groups(network: MultiScaleLM, frames: int, shortest: int) -> list[list[tuple[int, int]]]:
+class _Sampler:
+    """Draws the cells of one codebook: CFG, the codebook restriction, then
+    :func:`sample_logits`. The restrictions are built once: head ``k > 0`` may draw the codes of
+    its codebook, head 0 those of codebook 0 and (once ``min_frames`` were generated) the
+    sequence's own ``<X_end>``."""
+
+    def __init__(
+        self,
+        network: MultiScaleLM,
+        end_ids: list[int],
+        plen: list[int],
+        config: GenerationConfig,
+        generator: torch.Generator,
+        B: int,
+        device: torch.device,
+    ) -> None:
+        self.config, self.generator, self.B, self.plen = config, generator, B, plen
+        size = network.codebook_size
+        banned = []  # (H_k,) True: never drawn by head k
+        for k, H in enumerate(network.head_sizes):
+            allowed = torch.zeros(H, dtype=torch.bool, device=device)
+            first = int(network.id_to_local[0, network.codec_start]) if k == 0 else 0
+            allowed[first : first + size] = True
+            banned.append(~allowed)
+        self.banned = banned
+        to_local = network.id_to_local[0]  # (V,)
+        end_local = to_local[torch.tensor(end_ids, device=to_local.device)].to(device)  # (B,)
+        allowed0 = ~banned[0].expand(B, -1).clone()  # (B, H_0)
+        allowed0[torch.arange(B, device=device), end_local] = True
+        self.banned0_end = ~allowed0  # (B, H_0): codes or the sequence's <X_end>
+
+    def __call__(self, out: Tensor, f: int, k: int) -> Tensor:
+        """``(B,)`` head-local draws for cell ``(f, k)`` from the logits ``out`` ``(N, H_k)``."""
+        c, B = self.config, self.B
+        if out.dtype != torch.float32:
+            out = out.float()
+        if out.shape[0] != B:  # classifier-free guidance: [conditional; unconditional]
+            out = out[B:] + c.cfg_coef * (out[:B] - out[B:])  # (B, H_k)
+        banned = self.banned[k]  # (H_k,)
+        if k == 0:
+            may_end = [f - p >= c.min_frames for p in self.plen]
+            if all(may_end):
+                banned = self.banned0_end  # (B, H_0)
+            elif any(may_end):
+                rows = torch.tensor(may_end, device=out.device)[:, None]  # (B, 1)
+                banned = torch.where(rows, self.banned0_end, banned)  # (B, H_0)
+        restricted = out.masked_fill(banned, float("-inf"))  # (B, H_k)
+        return sample_logits(
+            restricted, c.temperature, c.top_k, c.top_p, self.generator, greedy=c.is_greedy
+        )
+
+
+def _groups(
+    network: MultiScaleLM, frames: int, shortest: int
+) -> tuple[list[list[tuple[int, int]]], list[int]]:
     """The cells ``(frame, codebook)`` sampled together, in the pattern's order, from frame
-    ``shortest`` on (every earlier frame is a prefix frame); codebooks in increasing order."""
+    ``shortest`` on (every earlier frame is a prefix frame); codebooks in increasing order.
+    With them, for each group, how many leading frames are complete once it was sampled
+    (every cell of theirs is at most at its order)."""
     n_q = network.n_q
-    order = network.pattern.order(frames, n_q).expand(frames, n_q).reshape(-1).numpy()
-    cells = np.argsort(order, kind="stable")  # (frames * n_q,) cell indices by order
-    groups = np.split(cells, np.flatnonzero(np.diff(order[cells])) + 1)
-    out = []
-    for group in groups:
-        chosen = sorted((int(c) % n_q, int(c) // n_q) for c in group if c // n_q >= shortest)
-        if chosen:
-            out.append([(f, k) for k, f in chosen])
-    return out
+    order = network.pattern.order(frames, n_q).expand(frames, n_q).numpy()  # (F, n_q)
+    last = order.max(axis=1)  # (F,) order of each frame's last cell (nondecreasing)
+    f, k = np.meshgrid(np.arange(shortest, frames), np.arange(n_q), indexing="ij")  # (F', n_q)
+    o = order[shortest:]  # (F', n_q)
+    by = np.lexsort((f.ravel(), k.ravel(), o.ravel()))  # by order, then codebook, then frame
+    f, k, o = f.ravel()[by], k.ravel()[by], o.ravel()[by]
+    cuts = np.flatnonzero(np.diff(o)) + 1  # where a new order begins
+    cells = list(zip(f.tolist(), k.tolist()))
+    bounds = [0, *cuts.tolist(), len(cells)]
+    groups = [cells[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    starts = o[bounds[:-1]] if len(cells) else o[:0]  # (G,) order of each group
+    complete = np.searchsorted(last, starts, side="right").tolist()
+    return groups, complete
+
+
+class _FrameEmitter:
+    """Hands each sequence's target frames to ``on_frames`` once they are complete (every
+    codebook known), as :class:`FrameChunk` s: in order, without gaps, nothing from the frame
+    of its ``<X_end>`` on, and one chunk with ``ended=True`` last."""
+
+    def __init__(
+        self,
+        callback: Callable[[FrameChunk], None],
+        grid: Tensor,
+        plen: list[int],
+        max_frames: int,
+        offsets: Tensor,
+    ) -> None:
+        self.callback, self.grid, self.plen = callback, grid, plen
+        self.max_frames, self.offsets = max_frames, offsets.to(grid.device)  # (n_q,)
+        self.sent = [0] * len(plen)  # frames handed over per sequence
+        self.done = [False] * len(plen)
+
+    def update(self, complete: int, ends: list[int]) -> None:
+        """Frames ``< complete`` of the grid are final; ``ends`` as in :func:`_decode`."""
+        for i, (p, e) in enumerate(zip(self.plen, ends)):
+            if self.done[i]:
+                continue
+            length = e - p if e >= 0 else self.max_frames  # generated frames, once known
+            ready = min(max(complete - p, 0), length)
+            ended = ready == length
+            if ready > self.sent[i] or ended:
+                codes = self.grid[i, p + self.sent[i] : p + ready] - self.offsets  # (T, n_q)
+                self.callback(FrameChunk(i, self.sent[i], codes.cpu(), ended))
+                self.sent[i], self.done[i] = ready, ended
 
 
 class _FullForward:
@@ -501,7 +650,8 @@ class _CachedSteps:
         self.read = read[0, :, :, 0].numpy()  # (F, n_q or 1) step predicting (t + 1, k)
         self.rows = network.row_grid(grid)  # (N, F + 1, n_q) embedding rows, refreshed per step
         self.fed, self.h, self.h_start = 0, None, 0
-        self.local_frame, self.local_next = -1, 0
+        self.local = _LocalSteps(network, self.state) if pattern.local else None
+        self.local_frame = -1
         # the steps that hold only frames of the shortest prefix: one chunk
         real = np.where(self.frames_np < F, self.frames_np, -1).max(axis=1)  # (S,)
         late = np.flatnonzero(real >= shortest)
@@ -510,27 +660,29 @@ class _CachedSteps:
     def logits(self, cells: list[tuple[int, int]]) -> list[Tensor]:
         """``(N, H_k)`` head-local logits of each cell ``(frame, codebook)``."""
         network = self.network
-        if network.pattern.local:
+        if self.local is not None:
             ((f, k),) = cells
-            context = self._output(int(self.read[f - 1, 0]))  # (N, W)
             if self.local_frame != f:
-                self.local_frame, self.local_next = f, 0
-            while self.local_next <= k:  # catch up on codebooks nobody needed sampled
-                j = self.local_next
-                previous = self.grid[:, f, j - 1] if j else None
-                out = network.local_step(context, j, previous, self.state)  # (N, H_j)
-                self.local_next += 1
+                self.local.start(self._output(int(self.read[f - 1, 0])))  # (N, W)
+                self.local_frame = f
+            while self.local.next <= k:  # catch up on codebooks nobody needed sampled
+                j = self.local.next
+                out = self.local.step(self.grid[:, f, j - 1] if j else None)  # (N, H_j)
             return [out]
-        heads: dict[int, Any] = {}
-        result = []
+        wanted: dict[int, list[int]] = {}  # global step -> codebooks it predicts here
         for f, k in cells:
-            step = int(self.read[f - 1, k])
-            if step not in heads:
-                h = self._output(step)  # (N, W)
+            wanted.setdefault(int(self.read[f - 1, k]), []).append(k)
+        logits: dict[tuple[int, int], Tensor] = {}
+        for step, ks in wanted.items():
+            h = self._output(step)  # (N, W)
+            if len(ks) == 1:  # one head (flat, or a ragged end): that head alone
+                k = ks[0]
+                logits[step, k] = network.head0(h) if k == 0 else h @ network.heads[k - 1]
+            else:
                 n_q = network.n_q
-                heads[step] = network.head_logits(h[:, None, None].expand(-1, 1, n_q, -1))
-            result.append(heads[step].logits[k][:, 0])  # (N, H_k)
-        return result
+                out = network.head_logits(h[:, None, None].expand(-1, 1, n_q, -1))
+                logits.update(((step, k), out.logits[k][:, 0]) for k in ks)  # (N, H_k) each
+        return [logits[int(self.read[f - 1, k]), k] for f, k in cells]
 
     def _output(self, step: int) -> Tensor:
         """``(N, W)`` global output of ``step``, feeding the steps up to it."""
@@ -564,24 +716,63 @@ class _CachedSteps:
         self.h_start, self.fed = start, stop
 
 
+class _LocalSteps:
+    """The local stack of a ``multiscale`` network, codebook by codebook for one frame at a
+    time: :meth:`MultiScaleLM.local_step <lit_codec.nn.multiscale_lm.MultiScaleLM.local_step>`
+    with the work shared by a frame's codebooks done once in :meth:`start` (the projection
+    of the global output to the local width, the cache reset) and the per-codebook tables
+    (input embedding rows, head weights) looked up once per generation."""
+
+    def __init__(self, network: MultiScaleLM, state: Any) -> None:
+        self.network, self.cache = network, state.local_cache
+        self.every = network.local_context == "every"
+        n_q = network.n_q
+        self.rows = list(network._local_rows.unbind(0)) if n_q > 1 else []  # (V,) per codebook
+        self.table = network.local_embed.weight if n_q > 1 else None  # (R_l, W_l)
+        self.heads = list(network.heads.unbind(0))  # n_q - 1 x (W_l, H_c)
+        self.ctx: Tensor | None = None
+        self.next = 0  # the codebook :meth:`step` predicts next
+
+    def start(self, context: Tensor) -> None:
+        """Begin a frame from the global output ``(N, W)`` of the frame before."""
+        self.ctx = self.network._context(context[:, None])  # (N, 1, n_q or 1, W_l)
+        self.cache.reset()
+        self.next = 0
+
+    def step(self, previous: Tensor | None) -> Tensor:
+        """``(N, H_k)`` head-local logits of the next codebook ``k``; ``previous`` ``(N,)``:
+        the ids of codebook ``k - 1`` of this frame (None for ``k = 0``)."""
+        network, k, ctx = self.network, self.next, self.ctx
+        if k == 0:
+            x = ctx[:, :, 0]  # (N, 1, W_l)
+        else:
+            rows = self.rows[k - 1][previous]  # (N,) rows of the local input table
+            x = torch.nn.functional.embedding(rows, self.table)[:, None]  # (N, 1, W_l)
+            if self.every:
+                x = x + ctx[:, :, k if ctx.shape[2] > 1 else 0]
+        h = network.local_stack(x, self.cache)[:, 0]  # (N, W_l)
+        self.next = k + 1
+        return network.head0(h) if k == 0 else h @ self.heads[k - 1]  # (N, H_k)
+
+
 # --------------------------------------------------------------------------- helpers
 def _result(
     vocab: Vocabulary,
     grid: Tensor,
-    ended_at: Tensor,
+    ends: list[int],
     plen: list[int],
     config: GenerationConfig,
     seconds: float,
 ) -> GenerationResult:
     B, _, n_q = grid.shape
-    finished = ended_at >= 0  # (B,)
+    finished = torch.tensor([e >= 0 for e in ends])  # (B,)
     lengths = torch.tensor(
-        [int(e) - p if e >= 0 else config.max_frames for e, p in zip(ended_at.tolist(), plen)]
+        [e - p if e >= 0 else config.max_frames for e, p in zip(ends, plen)]
     )  # (B,)
     seq = torch.tensor(
-        [int(e) + 2 if e >= 0 else p + config.max_frames for e, p in zip(ended_at.tolist(), plen)]
+        [e + 2 if e >= 0 else p + config.max_frames for e, p in zip(ends, plen)]
     )  # (B,)
-    offsets = torch.tensor([vocab.codebook_range(k)[0] for k in range(n_q)])  # (n_q,)
+    offsets = _code_offsets(vocab, n_q)  # (n_q,)
     codes = torch.full((B, int(lengths.max()), n_q), -1, dtype=torch.long)  # (B, T, n_q)
     for i, (p, n) in enumerate(zip(plen, lengths.tolist())):
         codes[i, :n] = grid[i, p : p + n] - offsets
@@ -590,6 +781,11 @@ def _result(
     return GenerationResult(
         codes, lengths, finished, ids, seq, seconds, total / seconds if seconds > 0 else 0.0
     )
+
+
+def _code_offsets(vocab: Vocabulary, n_q: int) -> Tensor:
+    """``(n_q,)`` the id of code 0 of each codebook (id - offset: the code)."""
+    return torch.tensor([vocab.codebook_range(k)[0] for k in range(n_q)])
 
 
 def _target_end_ids(vocab: Vocabulary, ids: Tensor, lengths: list[int]) -> list[int]:

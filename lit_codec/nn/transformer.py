@@ -16,7 +16,13 @@ One ``forward`` serves both uses:
   (a prompt) gets a causal mask shifted by the offset; a single position needs none.
 
 Decoding ``x`` position by position through a cache gives the outputs of the full forward
-(to float rounding; ``tests/nn/test_transformer.py`` checks 1e-5).
+(to float rounding; ``tests/nn/test_transformer.py`` checks 1e-5). A single position in eval
+mode (the decode loop's step) takes a short path, :meth:`Transformer._decode_one`: the same
+layers and kernels as the full forward, with the per-call work that a one-position input
+does not need left out (no module dispatch per sub-layer, queries and keys rotated in one
+call, the rotary angles sliced from a table kept for the positions decoded so far, no
+dropout calls). At batch 1 a step costs mostly fixed per-operation overhead, so this is
+what makes cached generation of a small model fast on a CPU thread.
 
 ``weights_per_step`` gives each of the first positions its own weights in every linear
 layer (Moshi's ``depformer_weights_per_step``): the codebook-level ("local") stack of a
@@ -127,6 +133,8 @@ class Transformer(nn.Module):
         self.rope = RotaryEmbedding(config.head_dim, config.rope_base)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = _norm(config)
+        # (cos, signed sin) of each decoded position: derived, never in a checkpoint
+        self._rotary_rows: list[tuple[Tensor, Tensor]] = []
         self._init_weights()
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
@@ -142,6 +150,8 @@ class Transformer(nn.Module):
             ``(B, T, width)``, after the final norm.
         """
         T = x.shape[1]
+        if cache is not None and T == 1 and not self.training:
+            return self._decode_one(x, cache)
         offset = 0 if cache is None else cache.length
         steps = self.config.weights_per_step
         if steps and offset + T > steps:
@@ -157,6 +167,70 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
+
+    def _decode_one(self, x: Tensor, cache: KVCache) -> Tensor:
+        """One position through the cache (eval mode): ``forward(x, cache)`` for ``T = 1``.
+
+        The layers of :class:`Block` in the same order with the same kernels (the fused QKV
+        projection, the rotary embedding, SDPA over the cache, the MLP), called directly on
+        ``(B, width)`` rows: a one-position step costs mostly per-call overhead, so there is
+        no module dispatch per sub-layer, queries and keys are rotated together
+        (:func:`_rotate`, bitwise :func:`~lit_codec.nn.rope.apply_rotary`), the rotary angles
+        come from a table, and nothing is reshaped that a view can serve.
+
+        Args:
+            x: ``(B, 1, width)`` the input at position ``cache.length``.
+            cache: the cache to write into and read from; its ``length`` advances by 1.
+
+        Returns:
+            ``(B, 1, width)``, after the final norm.
+        """
+        B, _, W = x.shape
+        offset = cache.length
+        steps = self.config.weights_per_step
+        if steps and offset >= steps:
+            raise ValueError(f"positions [{offset}, {offset + 1}) exceed weights_per_step={steps}")
+        if offset >= cache.max_len:
+            raise ValueError(
+                f"KV cache full: positions [{offset}, {offset + 1}) do not fit in "
+                f"max_len={cache.max_len}"
+            )
+        cos, sin = self._rotary_at(offset, cache.max_len, x.dtype)  # (head_dim,) each
+        x = x.reshape(B, W)  # (B, W)
+        for i, block in enumerate(self.blocks):
+            attn, mlp = block.attn, block.mlp
+            qkv = _step_linear(attn.qkv, _step_norm(block.norm1, x), offset)  # (B, 3 W)
+            qkv = qkv.view(B, 3, attn.heads, 1, attn.head_dim)  # (B, 3, H, 1, Dh)
+            qk = _rotate(qkv[:, :2], cos, sin)  # (B, 2, H, 1, Dh): queries and keys
+            # KVCache.update by hand: write position `offset` of layer i, read 0 .. offset
+            keys, values = cache.keys[i], cache.values[i]  # (B, H, max_len, Dh) each
+            keys.narrow(2, offset, 1).copy_(qk[:, 1])
+            values.narrow(2, offset, 1).copy_(qkv[:, 2])
+            k, v = keys.narrow(2, 0, offset + 1), values.narrow(2, 0, offset + 1)
+            y = F.scaled_dot_product_attention(qk[:, 0], k, v)  # (B, H, 1, Dh)
+            x = x + _step_linear(attn.proj, y.reshape(B, W), offset)  # (B, W)
+            h = _step_linear(mlp.fc, _step_norm(block.norm2, x), offset)  # (B, (2 x) hidden)
+            if mlp.gated:
+                gate, value = h.chunk(2, dim=-1)  # (B, hidden) each
+                h = F.silu(gate) * value
+            else:
+                h = F.gelu(h)
+            x = x + _step_linear(mlp.proj, h, offset)  # (B, W)
+        cache.advance(1)
+        return _step_norm(self.norm, x).view(B, 1, W)
+
+    def _rotary_at(self, position: int, max_len: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(head_dim,)`` cosines and signed sines (:func:`_rotate`) of one position, from a
+        table of the first ``max_len`` positions in ``dtype`` (built on first use, rebuilt
+        for more positions, another dtype or another device)."""
+        rows = self._rotary_rows
+        device = self.rope.inv_freq.device
+        if len(rows) <= position or rows[0][0].device != device or rows[0][0].dtype != dtype:
+            cos, sin = self.rope(max(max_len, position + 1))  # (L, Dh) each, float32
+            half = cos.shape[-1] // 2
+            sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # (L, Dh)
+            rows = self._rotary_rows = list(zip(cos.to(dtype).unbind(0), sin.to(dtype).unbind(0)))
+        return rows[position]
 
     def new_cache(
         self,
@@ -350,3 +424,33 @@ def _run(layer: nn.Module, x: Tensor, offset: int) -> Tensor:
     if isinstance(layer, PerStepLinear):
         return layer(x, offset)
     return layer(x)
+
+
+def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """:func:`~lit_codec.nn.rope.apply_rotary` in three operations: ``(..., D)`` rotated by
+    ``cos`` and ``signed_sin`` (the sines with the first half negated) of the same dtype.
+
+    ``cat(-x2, x1) * sin == roll(x, D/2) * signed_sin`` elementwise (a sign flip is exact),
+    so the result is bitwise that of :func:`apply_rotary`.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+
+
+def _step_linear(layer: nn.Module, x: Tensor, offset: int) -> Tensor:
+    """:func:`_run` on the rows ``(B, in)`` of one position ``offset``, without module
+    dispatch: ``(B, out)``."""
+    if type(layer) is nn.Linear:
+        return F.linear(x, layer.weight, layer.bias)
+    if type(layer) is PerStepLinear:
+        bias = None if layer.bias is None else layer.bias[offset]
+        return F.linear(x, layer.weight[offset], bias)
+    return _run(layer, x[:, None], offset)[:, 0]  # anything else: its own forward
+
+
+def _step_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(x)`` without module dispatch (the functional call its forward makes)."""
+    if type(norm) is nn.RMSNorm:
+        return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
+    if type(norm) is nn.LayerNorm:
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return norm(x)

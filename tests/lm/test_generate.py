@@ -1,4 +1,5 @@
-"""Generation: cached equals uncached, codebook ranges, CFG, max/min frames, overfit recall.
+"""Generation: cached equals uncached, codebook ranges, CFG, max/min frames, overfit recall,
+frames handed to ``on_frames`` as they complete.
 
 Everything is in memory: a tiny vocabulary (se and tts, 3 codebooks x 16 codes), enhancement
 sequences of random codes (``build_sequence``), a tiny random ``MultiScaleLM`` per pattern.
@@ -12,7 +13,7 @@ import torch
 
 from lit_codec.data.token_batch import collate_sequences
 from lit_codec.lm import CodecInfo, build_sequence, load_templates, vocabulary_for
-from lit_codec.lm.generate import GenerationConfig, Prefix, generate, sample_logits
+from lit_codec.lm.generate import FrameChunk, GenerationConfig, Prefix, generate, sample_logits
 from lit_codec.nn import MultiScaleLM, TransformerConfig
 from lit_codec.nn.codebook_patterns import PATTERNS
 
@@ -77,6 +78,67 @@ def test_cached_generation_equals_full_forward(pattern):
     # the prefixes come back unchanged, each at its own length (left-aligned)
     for i, n in enumerate(prefix.lengths.tolist()):
         assert torch.equal(cached.ids[i, :n], prefix.ids[i, :n])
+
+
+@pytest.mark.parametrize("every", [False, True], ids=["first", "every-per-step"])
+def test_cached_local_stack_variants_equal_full_forward(every):
+    kwargs = dict(local_context="every", local_weights_per_step=True) if every else {}
+    model = network("multiscale", seed=2, **kwargs)
+    prefix = Prefix.from_sequences(se_sequences(), VOCAB)
+    config = GenerationConfig(temperature=1.5, max_frames=6, seed=5)
+    cached = generate(model, VOCAB, prefix, config)
+    full = generate(model, VOCAB, prefix, GenerationConfig(**{**vars(config), "use_cache": False}))
+    assert torch.equal(cached.ids, full.ids)
+
+
+def collect_chunks(result, chunks: list[FrameChunk]) -> list[torch.Tensor]:
+    """Check the chunks of each sample (in order, contiguous, at most one frame each: handed
+    over as soon as complete, one ``ended`` chunk last) and return their concatenations."""
+    out = []
+    for i in range(len(result.lengths)):
+        mine = [c for c in chunks if c.sample == i]
+        assert [c.ended for c in mine] == [False] * (len(mine) - 1) + [True]
+        starts = np.cumsum([0] + [len(c.codes) for c in mine[:-1]]).tolist()
+        assert [c.start for c in mine] == starts
+        assert all(len(c.codes) <= 1 for c in mine)
+        out.append(torch.cat([c.codes for c in mine]))
+    return out
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_on_frames_hands_over_each_complete_frame_once_up_to_the_end(pattern):
+    model = network(pattern, seed=3)
+    prefix = Prefix.from_sequences(se_sequences(), VOCAB)  # lengths 8 and 10
+    ended = []
+    for seed in range(6):  # a random model ends a target now and then (1 of 17 tokens)
+        chunks: list[FrameChunk] = []
+        config = GenerationConfig(temperature=2.0, max_frames=7, seed=seed)
+        result = generate(model, VOCAB, prefix, config, on_frames=chunks.append)
+        for i, codes in enumerate(collect_chunks(result, chunks)):
+            n = int(result.lengths[i])
+            assert codes.dtype == torch.long and codes.shape == (n, N_Q)
+            assert torch.equal(codes, result.codes[i, :n])  # nothing from <X_end> on
+        ended += result.finished.tolist()
+        # the same chunks with the full forward
+        full_chunks: list[FrameChunk] = []
+        full = GenerationConfig(**{**vars(config), "use_cache": False})
+        generate(model, VOCAB, prefix, full, on_frames=full_chunks.append)
+        assert [(c.sample, c.start, c.ended) for c in chunks] == [
+            (c.sample, c.start, c.ended) for c in full_chunks
+        ]
+    assert any(ended) and not all(ended)  # both ways of stopping were seen
+
+
+def test_on_frames_with_guidance_and_an_audio_prompt():
+    seqs = se_sequences(frames=(4, 6), seed=1)
+    prefix = Prefix.from_sequences(seqs, VOCAB, prompt_frames=2)
+    chunks: list[FrameChunk] = []
+    config = GenerationConfig(cfg_coef=2.0, max_frames=5, min_frames=5, seed=1)
+    result = generate(network(seed=4), VOCAB, prefix, config, on_frames=chunks.append)
+    assert not result.finished.any() and result.lengths.tolist() == [5, 5]
+    assert sorted({c.sample for c in chunks}) == [0, 1]  # the unconditional rows are not samples
+    for i, codes in enumerate(collect_chunks(result, chunks)):
+        assert torch.equal(codes, result.codes[i])  # the prompt is not handed over again
 
 
 @pytest.mark.parametrize("pattern", ["multiscale", "delay"])
@@ -145,6 +207,19 @@ def test_sample_logits_restricts_and_truncates(generator):
     top3 = logits.topk(3, dim=-1).indices
     drawn = sample_logits(logits, temperature=5.0, top_k=3, generator=generator)
     assert (top3 == drawn[:, None]).any(-1).all()
+    # top-k and top-p together: the nucleus is cut among the k best (no full sort)
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().expand(4000, 4)
+    drawn = sample_logits(probs, top_k=3, top_p=0.7, generator=generator)
+    share = torch.bincount(drawn, minlength=4) / len(drawn)
+    assert share[2:].sum() == 0 and abs(share[0] - 0.5 / 0.8) < 0.03  # renormalised over {0, 1}
+    drawn = sample_logits(probs, top_k=3, generator=generator)
+    share = torch.bincount(drawn, minlength=4) / len(drawn)
+    assert share[3] == 0 and abs(share[2] - 0.15 / 0.95) < 0.03
+    # no cut: the distribution itself; a zero-probability index is never drawn
+    drawn = sample_logits(torch.tensor([[0.5, 0.3, 0.2, 0.0]]).log().expand(4000, 4),
+                          generator=generator)  # fmt: skip
+    share = torch.bincount(drawn, minlength=4) / len(drawn)
+    assert share[3] == 0 and (share[:3] - torch.tensor([0.5, 0.3, 0.2])).abs().max() < 0.03
 
 
 def test_prefix_from_a_batch_cuts_at_the_target():
