@@ -298,7 +298,8 @@ def generate(
             chunks come in order and their ``codes`` concatenate to
             ``result.codes[i, : result.lengths[i]]``; no frame from its ``<X_end>`` on is
             handed over, and its last chunk (possibly empty) has ``ended=True``, as soon as it
-            ended. Called on the generating thread: its time counts in ``seconds``.
+            ended. Called on the generating thread, with gradients off (its time counts in
+            ``seconds``).
 
     Returns:
         the codes, lengths and whole sequences (:class:`GenerationResult`).
@@ -349,13 +350,16 @@ def generate(
     network.eval()
     try:
         start = time.perf_counter()
-        steps_cls = _CachedSteps if config.use_cache else _FullForward
-        steps = steps_cls(network, grid, continuous, is_continuous, min(plen))
         emitter = None
         if on_frames is not None:
             offsets = _code_offsets(vocab, n_q)  # (n_q,)
             emitter = _FrameEmitter(on_frames, grid, plen, config.max_frames, offsets)
-        ends = _decode(network, vocab, grid, plen, end_ids, config, steps, B, emitter)
+        # inference mode: no version counters or view metadata on the many small tensors of
+        # the loop; grid was made outside it, so the results are ordinary tensors
+        with torch.inference_mode():
+            steps_cls = _CachedSteps if config.use_cache else _FullForward
+            steps = steps_cls(network, grid, continuous, is_continuous, min(plen))
+            ends = _decode(network, vocab, grid, plen, end_ids, config, steps, B, emitter)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -493,9 +497,9 @@ def _decode(
 
 class _Sampler:
     """Draws the cells of one codebook: CFG, the codebook restriction, then
-    :func:`sample_logits`. The restrictions are built once: head ``k > 0`` may draw the codes of
-    its codebook, head 0 those of codebook 0 and (once ``min_frames`` were generated) the
-    sequence's own ``<X_end>``."""
+    :func:`sample_logits`. Head ``k > 0`` may draw the codes of its codebook, its first
+    ``codebook_size`` entries (a view, no mask); head 0 those of codebook 0 and (once
+    ``min_frames`` were generated) the sequence's own ``<X_end>``, a mask built once."""
 
     def __init__(
         self,
@@ -508,19 +512,15 @@ class _Sampler:
         device: torch.device,
     ) -> None:
         self.config, self.generator, self.B, self.plen = config, generator, B, plen
-        size = network.codebook_size
-        banned = []  # (H_k,) True: never drawn by head k
-        for k, H in enumerate(network.head_sizes):
-            allowed = torch.zeros(H, dtype=torch.bool, device=device)
-            first = int(network.id_to_local[0, network.codec_start]) if k == 0 else 0
-            allowed[first : first + size] = True
-            banned.append(~allowed)
-        self.banned = banned
-        to_local = network.id_to_local[0]  # (V,)
+        self.size = size = network.codebook_size
+        to_local = network.id_to_local[0]  # (V,) id -> head 0's index
+        first = int(to_local[network.codec_start])  # head 0's index of code 0
+        allowed = torch.zeros(B, network.head_sizes[0], dtype=torch.bool, device=device)
+        allowed[:, first : first + size] = True  # (B, H_0)
+        self.banned0 = ~allowed  # (B, H_0): anything but a code
         end_local = to_local[torch.tensor(end_ids, device=to_local.device)].to(device)  # (B,)
-        allowed0 = ~banned[0].expand(B, -1).clone()  # (B, H_0)
-        allowed0[torch.arange(B, device=device), end_local] = True
-        self.banned0_end = ~allowed0  # (B, H_0): codes or the sequence's <X_end>
+        allowed[torch.arange(B, device=device), end_local] = True
+        self.banned0_end = ~allowed  # (B, H_0): anything but a code or the sequence's <X_end>
 
     def __call__(self, out: Tensor, f: int, k: int) -> Tensor:
         """``(B,)`` head-local draws for cell ``(f, k)`` from the logits ``out`` ``(N, H_k)``."""
@@ -529,15 +529,15 @@ class _Sampler:
             out = out.float()
         if out.shape[0] != B:  # classifier-free guidance: [conditional; unconditional]
             out = out[B:] + c.cfg_coef * (out[:B] - out[B:])  # (B, H_k)
-        banned = self.banned[k]  # (H_k,)
-        if k == 0:
+        if k > 0:
+            restricted = out[:, : self.size]  # (B, codebook_size): the codes, not <pad>
+        else:
             may_end = [f - p >= c.min_frames for p in self.plen]
-            if all(may_end):
-                banned = self.banned0_end  # (B, H_0)
-            elif any(may_end):
+            banned = self.banned0_end if all(may_end) else self.banned0  # (B, H_0)
+            if any(may_end) and not all(may_end):
                 rows = torch.tensor(may_end, device=out.device)[:, None]  # (B, 1)
-                banned = torch.where(rows, self.banned0_end, banned)  # (B, H_0)
-        restricted = out.masked_fill(banned, float("-inf"))  # (B, H_k)
+                banned = torch.where(rows, self.banned0_end, self.banned0)  # (B, H_0)
+            restricted = out.masked_fill(banned, float("-inf"))  # (B, H_0)
         return sample_logits(
             restricted, c.temperature, c.top_k, c.top_p, self.generator, greedy=c.is_greedy
         )
@@ -593,8 +593,10 @@ class _FrameEmitter:
             ready = min(max(complete - p, 0), length)
             ended = ready == length
             if ready > self.sent[i] or ended:
-                codes = self.grid[i, p + self.sent[i] : p + ready] - self.offsets  # (T, n_q)
-                self.callback(FrameChunk(i, self.sent[i], codes.cpu(), ended))
+                # out of inference mode: ordinary tensors for the caller, gradients off
+                with torch.inference_mode(False), torch.no_grad():
+                    codes = self.grid[i, p + self.sent[i] : p + ready] - self.offsets  # (T, n_q)
+                    self.callback(FrameChunk(i, self.sent[i], codes.cpu(), ended))
                 self.sent[i], self.done[i] = ready, ended
 
 

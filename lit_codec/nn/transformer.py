@@ -226,10 +226,13 @@ class Transformer(nn.Module):
         rows = self._rotary_rows
         device = self.rope.inv_freq.device
         if len(rows) <= position or rows[0][0].device != device or rows[0][0].dtype != dtype:
-            cos, sin = self.rope(max(max_len, position + 1))  # (L, Dh) each, float32
-            half = cos.shape[-1] // 2
-            sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # (L, Dh)
-            rows = self._rotary_rows = list(zip(cos.to(dtype).unbind(0), sin.to(dtype).unbind(0)))
+            # ordinary tensors even under inference mode: the table outlives the call
+            with torch.inference_mode(False), torch.no_grad():
+                cos, sin = self.rope(max(max_len, position + 1))  # (L, Dh) each, float32
+                half = cos.shape[-1] // 2
+                sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # (L, Dh)
+                rows = list(zip(cos.to(dtype).unbind(0), sin.to(dtype).unbind(0)))
+            self._rotary_rows = rows
         return rows[position]
 
     def new_cache(

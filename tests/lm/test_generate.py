@@ -134,11 +134,20 @@ def test_on_frames_with_guidance_and_an_audio_prompt():
     prefix = Prefix.from_sequences(seqs, VOCAB, prompt_frames=2)
     chunks: list[FrameChunk] = []
     config = GenerationConfig(cfg_coef=2.0, max_frames=5, min_frames=5, seed=1)
-    result = generate(network(seed=4), VOCAB, prefix, config, on_frames=chunks.append)
+    model = network(seed=4)
+    result = generate(model, VOCAB, prefix, config, on_frames=chunks.append)
     assert not result.finished.any() and result.lengths.tolist() == [5, 5]
     assert sorted({c.sample for c in chunks}) == [0, 1]  # the unconditional rows are not samples
     for i, codes in enumerate(collect_chunks(result, chunks)):
         assert torch.equal(codes, result.codes[i])  # the prompt is not handed over again
+    # the loop runs in inference mode, but what comes out is ordinary tensors, and the model
+    # (its cached rotary table included) still decodes with gradients afterwards
+    tensors = [result.codes, result.ids, result.lengths, *(c.codes for c in chunks)]
+    assert not any(t.is_inference() for t in tensors)
+    stack = model.local_stack
+    x = torch.randn(2, 1, stack.config.width, requires_grad=True)
+    stack(x, stack.new_cache(2, N_Q)).sum().backward()
+    assert x.grad is not None
 
 
 @pytest.mark.parametrize("pattern", ["multiscale", "delay"])
