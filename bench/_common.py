@@ -159,3 +159,24 @@ def build_recipe(recipe: str, *overrides: str, root: str | os.PathLike | None = 
     if root is not None:
         args += ["--data.root", str(root)]
     return run_lightning(expand_recipes([*args, *overrides]), run=False)
+
+
+def training_flops(step: Callable[[], None]) -> int:
+    """FLOPs of ``step()`` (a forward + backward): matmuls and attention counted by
+    ``torch.utils.flop_counter``. The CPU's flash attention is not in torch's table: it is
+    counted with the GPU kernels' formulas (full, not causal, attention: torch's convention)."""
+    from torch.utils import flop_counter as fc
+
+    def forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(q, k, v)
+
+    def backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad, q, k, v)
+
+    aten = torch.ops.aten
+    cpu = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+           aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}  # fmt: skip
+    counter = fc.FlopCounterMode(display=False, custom_mapping=cpu)
+    with counter:
+        step()
+    return counter.get_total_flops()

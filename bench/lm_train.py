@@ -44,7 +44,7 @@ from pathlib import Path
 
 import _common  # noqa: F401  (one thread, before torch)
 import torch
-from _common import compare, one_thread, print_ratio
+from _common import compare, one_thread, print_ratio, training_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lit_codec.lm import CodecInfo, Vocabulary  # noqa: E402
@@ -136,25 +136,13 @@ class Step:
 
     def flops(self) -> int:
         """FLOPs of one forward + backward (matmuls, attention)."""
-        from torch.utils import flop_counter as fc
 
-        def forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
-            return fc.sdpa_flop_count(q, k, v)
+        def step() -> None:
+            self.model.loss(self.model(self.ids), self.ids, check=False).loss.backward()
 
-        def backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
-            return fc.sdpa_backward_flop_count(grad, q, k, v)
-
-        aten = torch.ops.aten
-        # the CPU's flash attention is not in torch's table: the GPU kernels' formulas
-        # (full, not causal, attention: torch's convention)
-        cpu = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
-               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}  # fmt: skip
-        counter = fc.FlopCounterMode(display=False, custom_mapping=cpu)
-        with counter:
-            loss = self.model.loss(self.model(self.ids), self.ids, check=False).loss
-            loss.backward()
+        total = training_flops(step)
         self.optimizer.zero_grad(set_to_none=True)
-        return counter.get_total_flops()
+        return total
 
 
 def matmul_rate(tokens: int, width: int, rounds: int) -> float:

@@ -86,7 +86,7 @@ import _common  # noqa: F401  (one thread, before torch)
 import peers
 import torch
 import torch.nn.functional as F
-from _common import one_thread, print_ratio
+from _common import one_thread, print_ratio, training_flops
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -312,24 +312,10 @@ def timed(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
 
 
 def flops(step: Step) -> int:
-    """FLOPs of one forward + backward (matmuls and attention, ``torch.utils.flop_counter``;
-    the CPU's flash attention counted with the GPU kernels' formula, as full attention)."""
-    from torch.utils import flop_counter as fc
-
-    def forward(q, k, v, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_flop_count(q, k, v)
-
-    def backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_backward_flop_count(grad, q, k, v)
-
-    aten = torch.ops.aten
-    cpu = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
-           aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}  # fmt: skip
-    counter = fc.FlopCounterMode(display=False, custom_mapping=cpu)
-    with counter:
-        step.loss().backward()
+    """FLOPs of one forward + backward (:func:`_common.training_flops`)."""
+    total = training_flops(lambda: step.loss().backward())
     step.optimizer.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+    return total
 
 
 # --------------------------------------------------------------------------- main
