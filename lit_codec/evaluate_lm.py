@@ -473,7 +473,7 @@ def _run_audio(a, network, vocab, template, metrics, report, out: Path) -> None:
     import soundfile as sf
     import torch
 
-    from lit_codec.commands.generate import _check_codec
+    from lit_codec.commands.generate import check_codec
     from lit_codec.data.pairs import NoiseBank
     from lit_codec.evaluate import iter_clips
     from lit_codec.lm.generate import GenerationConfig, Prefix, generate
@@ -482,7 +482,7 @@ def _run_audio(a, network, vocab, template, metrics, report, out: Path) -> None:
     from lit_codec.tokenizers.codec import CodecTokenizer
 
     tokenizer = CodecTokenizer(a.codec, device=a.device, n_q=vocab.codec.n_q)
-    _check_codec(tokenizer.codec, vocab, a.codec, a.ckpt)
+    check_codec(tokenizer.codec, vocab, a.codec, a.ckpt)
     codec, rate = tokenizer.codec, tokenizer.sample_rate
     condition = next(s.source for s in template.conditions)
     noise = NoiseBank.from_path(a.noise, rate) if a.noise else None

@@ -30,7 +30,7 @@ import numpy as np
 
 from lit_codec.commands.common import DEFAULT_CODEC, run_guarded
 
-__all__ = ["main", "parser"]
+__all__ = ["check_codec", "main", "parser"]
 
 CODEC_INPUTS = ("noisy_codes", "mixture_codes", "reverberant_codes")
 
@@ -105,7 +105,8 @@ class _Job:
     aligned_frames: int | None  # frames of a time-aligned condition (the input's length)
 
 
-def _check_codec(codec, vocab, codec_name: str, ckpt: str) -> None:
+def check_codec(codec, vocab, codec_name: str, ckpt: str) -> None:
+    """Refuse a codec whose fingerprint is not the one the LM's vocabulary records."""
     info = vocab.codec
     if codec.fingerprint != info.fingerprint:
         raise ValueError(
@@ -210,7 +211,7 @@ def run(a: argparse.Namespace) -> None:
         )
     template = templates[a.task]
     tokenizer = CodecTokenizer(a.codec, device=a.device, n_q=vocab.codec.n_q)
-    _check_codec(tokenizer.codec, vocab, a.codec, a.ckpt)
+    check_codec(tokenizer.codec, vocab, a.codec, a.ckpt)
     if a.inputs is not None:
         paths = [line.strip() for line in Path(a.inputs).read_text().splitlines() if line.strip()]
         if not paths:
