@@ -54,6 +54,7 @@ DEFAULT_LOSS_WEIGHTS = {
     "rec/mel": 15.0,
     "rec/l1": 0.0,
     "rec/stft": 0.0,
+    "rec/stoi": 0.0,
     "adv/gen": 1.0,
     "adv/feat": 2.0,
     "vq/commit": 1.0,
@@ -110,9 +111,11 @@ class CodecGAN(L.LightningModule):
         sample_rate: audio sample rate in Hz (linked to the data module and the quantizer).
         mel_loss: multi-scale mel reconstruction loss, logged as ``rec/mel``.
         stft_loss: optional multi-resolution STFT loss, logged as ``rec/stft``.
+        stoi_loss: intelligibility loss logged as ``rec/stoi``, computed when its weight is
+            above 0 (default then: :class:`lit_codec.nn.STOILoss` at ``sample_rate``).
         adversarial_loss: hinge (default) or least-squares GAN loss.
         relative_feature_matching: normalise feature matching by the real features' scale (EnCodec).
-        loss_weights: weight per logged loss name (``rec/mel``, ``rec/l1``, ``rec/stft``,
+        loss_weights: weight per logged loss name (``rec/mel``, ``rec/l1``, ``rec/stft``, ``rec/stoi``,
             ``adv/gen``, ``adv/feat``, ``vq/commit``); a loss with weight 0 is not computed.
         balancer: gradient-norm balancer for the losses that depend on the output; its own
             weights then replace ``loss_weights`` for those (``vq/commit`` keeps its weight).
@@ -141,6 +144,7 @@ class CodecGAN(L.LightningModule):
         sample_rate: int = 16000,
         mel_loss: nn.Module | None = None,
         stft_loss: nn.Module | None = None,
+        stoi_loss: nn.Module | None = None,
         adversarial_loss: AdversarialLoss | None = None,
         relative_feature_matching: bool = False,
         loss_weights: dict[str, float] | None = None,
@@ -181,6 +185,11 @@ class CodecGAN(L.LightningModule):
             weights.update(loss_weights)
         if weights["rec/stft"] > 0 and stft_loss is None:
             raise ValueError("loss_weights['rec/stft'] > 0 needs model.stft_loss")
+        if weights["rec/stoi"] > 0 and stoi_loss is None:
+            from lit_codec.nn.losses import STOILoss
+
+            stoi_loss = STOILoss(sample_rate)
+        self.stoi_loss = stoi_loss
         self.loss_weights = weights
         self.balancer = balancer
         self.optimizer_g = optimizer_g
@@ -363,6 +372,8 @@ class CodecGAN(L.LightningModule):
             losses["rec/l1"] = F.l1_loss(fake, real)
         if w["rec/stft"] > 0:
             losses["rec/stft"] = self.stft_loss(fake, real)
+        if w["rec/stoi"] > 0:
+            losses["rec/stoi"] = self.stoi_loss(fake, real)
         return losses
 
     def training_step(self, batch, batch_idx: int) -> None:

@@ -32,6 +32,7 @@ from lit_codec.nn.losses import (
     MultiResolutionCompressedSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
+    STOILoss,
     WaveformL1Loss,
     feature_matching_loss,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "MultiBandMultiScaleSTFTDiscriminator",
     "MultiPeriodDiscriminator",
     "MultiResolutionCompressedSTFTLoss",
+    "STOILoss",
     "MultiResolutionSTFTLoss",
     "MultiScaleMelLoss",
     "MultiScaleSTFTDiscriminator",

@@ -8,6 +8,10 @@
 - :class:`MultiResolutionCompressedSTFTLoss` is the power-law compressed magnitude and complex
   STFT MSE of speech enhancement (Wilson et al., 2018; Braun & Tashev, 2021), which also
   constrains the phase.
+- :class:`STOILoss` is one minus a differentiable short-time objective intelligibility
+  (Taal et al., 2011): the correlation of clean and processed 1/3-octave band envelopes over
+  384 ms segments, the quantity ``pystoi`` reports, for codecs that must keep speech
+  intelligible at low bitrates.
 - :class:`AdversarialLoss` gives the hinge losses of SoundStream/EnCodec or the least-squares
   losses of HiFi-GAN/DAC, averaged over sub-discriminators.
 - :func:`feature_matching_loss` is the L1 between discriminator feature maps, optionally
@@ -19,6 +23,7 @@ under bf16/fp16 autocast, and logs are taken of clamped values, so silence gives
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -36,6 +41,7 @@ __all__ = [
     "MultiResolutionCompressedSTFTLoss",
     "MultiResolutionSTFTLoss",
     "MultiScaleMelLoss",
+    "STOILoss",
     "WaveformL1Loss",
     "feature_matching_loss",
 ]
@@ -294,6 +300,123 @@ class MultiResolutionCompressedSTFTLoss(Configurable, nn.Module):
                     error = (re_hat - re_ref).square() + (im_hat - im_ref).square()
                     loss = loss + self.complex_weight * error.mean()
         return loss / len(self.resolutions)
+
+
+def third_octave_bands(
+    sample_rate: int, n_fft: int, bands: int = 15, lowest: float = 150.0
+) -> Tensor:
+    """STOI's 1/3-octave band matrix ``(bands, n_fft // 2 + 1)`` of 0/1: band ``j`` is
+    centred on ``lowest * 2^(j/3)`` Hz and holds the FFT bins in ``[c 2^(-1/6), c 2^(1/6))``."""
+    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft  # (F,)
+    centres = lowest * 2.0 ** (torch.arange(bands, dtype=torch.float64) / 3)  # (bands,)
+    low, high = centres * 2.0 ** (-1 / 6), centres * 2.0 ** (1 / 6)
+    if high[-1] > sample_rate / 2:
+        fit = int(3 * math.log2(sample_rate / 2 / (lowest * 2 ** (1 / 6)))) + 1
+        raise ValueError(
+            f"{bands} one-third octave bands from {lowest:g} Hz reach {high[-1].item():.0f} Hz, past "
+            f"the Nyquist frequency ({sample_rate / 2:g} Hz) of {sample_rate} Hz audio: use at most {fit} bands"
+        )
+    matrix = (freqs >= low[:, None]) & (freqs < high[:, None])  # (bands, F)
+    if not bool(matrix.any(dim=1).all()):
+        raise ValueError(
+            f"n_fft {n_fft} at {sample_rate} Hz leaves a 1/3-octave band without a bin"
+        )
+    return matrix.float()
+
+
+class STOILoss(Configurable, nn.Module):
+    """One minus a differentiable STOI: what a codec loses of speech intelligibility.
+
+    Follows the measure of Taal et al. (2011), "An algorithm for intelligibility prediction
+    of time-frequency weighted noisy speech", at the training sample rate instead of 10 kHz:
+    Hann-windowed STFT frames of about 25 ms with 50 % overlap; envelopes of 15 one-third
+    octave bands from 150 Hz (up to 4.3 kHz); segments of ``segment`` frames (30: 384 ms)
+    starting at every ``segment_step``-th frame; in each band and segment the processed
+    envelope is scaled to the clean one's energy and clipped at ``(1 + 10^(-beta/20))`` times
+    it (``beta`` = -15 dB), and the loss is one minus the mean correlation of the
+    mean-removed envelopes. STOI drops frames 40 dB below the loudest; here a segment counts
+    with the fraction of its frames within ``dynamic_range`` dB of the clip's loudest frame
+    (the clean reference decides), so silence neither scores nor pulls.
+
+    ``1 - loss`` approximates ``pystoi.stoi`` of the pair (the tests check it tracks it); it
+    is a training signal for the bands and time scales STOI measures, which mel and STFT
+    distances weigh by energy instead.
+
+    Args:
+        sample_rate: audio sample rate in Hz (the bands are in Hz).
+        frame_ms: STFT window length in milliseconds (hop: half of it).
+        segment: frames per envelope segment.
+        segment_step: frames between segment starts (1: every frame, as STOI).
+        bands: one-third octave bands from 150 Hz (STOI: 15, up to 4.3 kHz; 8 kHz audio
+            holds 14).
+        beta: clipping bound in dB (STOI: -15).
+        dynamic_range: frames this many dB below the loudest clean frame count as silent.
+        eps: floor of band energies.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        frame_ms: float = 25.6,
+        segment: int = 30,
+        segment_step: int = 1,
+        bands: int = 15,
+        beta: float = -15.0,
+        dynamic_range: float = 40.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        self.win = int(round(sample_rate * frame_ms / 1000))
+        self.hop = self.win // 2
+        self.n_fft = 1 << (self.win - 1).bit_length()  # next power of two
+        if segment < 2 or segment_step < 1:
+            raise ValueError(
+                f"need segment >= 2 and segment_step >= 1, got {segment}, {segment_step}"
+            )
+        self.segment, self.segment_step = segment, segment_step
+        self.clip = 1 + 10 ** (-beta / 20)
+        self.dynamic_range, self.eps = dynamic_range, eps
+        self.register_buffer(
+            "bands", third_octave_bands(sample_rate, self.n_fft, bands), persistent=False
+        )
+
+    def envelopes(self, x: Tensor) -> Tensor:
+        """Band envelopes ``(B, bands, frames)`` of ``(B, T)`` or ``(B, 1, T)`` audio."""
+        spec = stft_complex(x, self.n_fft, self.hop, self.win, hann_window(self.win, x.device))
+        power = spec.real.square() + spec.imag.square()  # (B, F, frames)
+        return (self.bands.to(power.dtype) @ power).clamp_min(self.eps).sqrt()  # (B, bands, frames)
+
+    def forward(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """Loss between prediction ``y_hat`` and clean target ``y``, both ``(B, 1, T)`` or
+        ``(B, T)`` (at least ``segment`` frames long). Returns a float32 scalar in ``[0, 2]``."""
+        _check_pair(y_hat, y)
+        with torch.autocast(device_type=y_hat.device.type, enabled=False):
+            processed, clean = _on_both(self.envelopes, y_hat.float(), y.float())  # (B, J, M)
+            if clean.shape[-1] < self.segment:
+                raise ValueError(
+                    f"STOILoss needs at least {self.segment} frames of {self.hop} samples, "
+                    f"got {clean.shape[-1]}: use longer crops or a smaller segment"
+                )
+            energy = clean.square().sum(dim=1)  # (B, M) frame energy over the bands
+            level = 10 * torch.log10(energy.clamp_min(self.eps))
+            loud = (level > level.amax(dim=-1, keepdim=True) - self.dynamic_range).float()  # (B, M)
+            seg = partial(
+                torch.Tensor.unfold, dimension=-1, size=self.segment, step=self.segment_step
+            )
+            x, p = seg(clean), seg(processed)  # (B, J, S, N)
+            weight = seg(loud).mean(dim=-1)  # (B, S) fraction of loud frames per segment
+            scale = (
+                x.square().sum(-1, keepdim=True).sqrt()
+                / p.square().sum(-1, keepdim=True).clamp_min(self.eps).sqrt()
+            )  # (B, J, S, 1)
+            p = torch.minimum(p * scale, self.clip * x)  # normalised and clipped
+            x = x - x.mean(dim=-1, keepdim=True)
+            p = p - p.mean(dim=-1, keepdim=True)
+            corr = (x * p).sum(-1) / (x.norm(dim=-1) * p.norm(dim=-1)).clamp_min(
+                self.eps
+            )  # (B, J, S)
+            score = (corr.mean(dim=1) * weight).sum() / weight.sum().clamp_min(self.eps)
+        return 1 - score
 
 
 class WaveformL1Loss(Configurable, nn.Module):

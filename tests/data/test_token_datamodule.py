@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -193,14 +191,21 @@ def test_a_corrupt_sample_is_skipped_and_the_others_kept(tokens, tmp_path, caplo
     )  # only the victim is lost
 
 
-def test_the_tokens_command_prints_each_segment(tokens):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "lit_codec.cli", "tokens", "--input", str(tokens), *args],
-                              capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+def test_the_tokens_command_prints_each_segment(tokens, capsys):
+    from lit_codec.cli import main
 
-    proc = run("--count", "4", "--json", "--task", "tse")
-    assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    def run(*args) -> tuple[int, str, str]:  # in this process: exit code, stdout, stderr
+        try:
+            main(["tokens", "--input", str(tokens), *args])
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run("--count", "4", "--json", "--task", "tse")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
     index = json.loads((tokens / "index.json").read_text())
     assert len(rows) == 4 and {r["task"] for r in rows} == {"tse"}
     for row in rows:
@@ -210,10 +215,10 @@ def test_the_tokens_command_prints_each_segment(tokens):
         assert audio["target"] and mixture["frames"] == audio["frames"] > 0
         assert 0 < prompt["frames"] <= 3000  # at most 3 s at 1000 frames/s
         assert row["frames"] == 3 + sum(s["frames"] + 2 for s in row["segments"])
-    text = run("--count", "1", "--split", "valid")
-    assert text.returncode == 0 and "target" in text.stdout and "cb0:" in text.stdout
-    refused = run("--task", "tts")
-    assert refused.returncode == 2 and "hold the tasks" in refused.stderr
+    code, out, _ = run("--count", "1", "--split", "valid")
+    assert code == 0 and "target" in out and "cb0:" in out
+    code, _, err = run("--task", "tts")
+    assert code == 2 and "hold the tasks" in err
 
 
 def test_index_holds_the_templates_the_samples_were_made_for(tokens):

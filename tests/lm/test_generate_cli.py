@@ -87,25 +87,39 @@ def test_enhancement_writes_audio_and_codes_of_the_codec(trained, tmp_path):
     np.testing.assert_allclose(sf.read(streamed)[0], audio, atol=2 / 32768)  # the offline audio
 
 
-def test_a_mismatched_codec_and_missing_or_extra_conditions_are_refused(trained, tmp_path):
+def refused(capsys, *args: str) -> str:
+    """Run ``lit-codec generate`` in this process (refusals need no fresh interpreter):
+    the exit code must be 2; returns what it printed on stderr."""
+    from lit_codec.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", *args])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_mismatched_codec_and_missing_or_extra_conditions_are_refused(trained, tmp_path, capsys):
     other = tiny_seanet_codec(seed=1).export(tmp_path / "other.safetensors")
     common = ["--ckpt", str(trained["ckpt"]), "--task", "se", "--output", str(tmp_path / "x.wav")]
-    proc = generate(*common, "--codec", str(other), "--input", str(trained["clip"]))
-    assert (
-        proc.returncode == 2 and "fingerprint" in proc.stderr and "is not the codec" in proc.stderr
+    err = refused(capsys, *common, "--codec", str(other), "--input", str(trained["clip"]))
+    assert "fingerprint" in err and "is not the codec" in err
+    err = refused(capsys, *common, "--codec", str(trained["codec"]))
+    assert "needs --input" in err and "noisy (noisy_codes)" in err
+    err = refused(
+        capsys,
+        *common,
+        "--codec",
+        str(trained["codec"]),
+        "--input",
+        str(trained["clip"]),
+        "--text",
+        "hi",
     )
-    proc = generate(*common, "--codec", str(trained["codec"]))
-    assert (
-        proc.returncode == 2
-        and "needs --input" in proc.stderr
-        and "noisy (noisy_codes)" in proc.stderr
+    assert "does not take --text" in err
+    err = refused(
+        capsys, *common, "--codec", str(trained["codec"]), "--task", "tts", "--text", "hi"
     )
-    proc = generate(
-        *common, "--codec", str(trained["codec"]), "--input", str(trained["clip"]), "--text", "hi"
-    )
-    assert proc.returncode == 2 and "does not take --text" in proc.stderr
-    proc = generate(*common, "--codec", str(trained["codec"]), "--task", "tts", "--text", "hi")
-    assert proc.returncode == 2 and "not trained for task 'tts'" in proc.stderr
+    assert "not trained for task 'tts'" in err
     assert not (tmp_path / "x.wav").exists()
 
 

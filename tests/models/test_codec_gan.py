@@ -187,3 +187,22 @@ def test_bf16_mixed_keeps_quantization_in_float32():
         latent.dtype == torch.bfloat16 and out.quantized.dtype == torch.bfloat16
     )  # computed in fp32 inside
     assert all(p.dtype == torch.float32 for p in model.parameters())  # mixed: weights stay fp32
+
+
+def test_stoi_loss_enters_the_reconstruction_losses_only_when_weighted():
+    from lit_codec.nn import STOILoss
+
+    plain = tiny_gan()
+    assert plain.stoi_loss is None
+    clean = NoiseClips(n=2, length=4000)
+    real = torch.stack([clean[i] for i in range(2)])  # (2, 1, 4000)
+    fake = real + 0.1 * torch.randn_like(real)
+    assert "rec/stoi" not in plain.reconstruction_losses(fake, real)
+    weighted = tiny_gan(
+        loss_weights={"rec/stoi": 5.0}, stoi_loss=STOILoss(8000, segment=8, bands=14)
+    )
+    losses = weighted.reconstruction_losses(fake, real)
+    expected = STOILoss(8000, segment=8, bands=14)(fake, real)
+    assert float(losses["rec/stoi"]) == pytest.approx(float(expected)) and float(expected) > 0.0
+    with pytest.raises(ValueError, match="use at most 14 bands"):  # the default at 8 kHz
+        tiny_gan(loss_weights={"rec/stoi": 1.0})

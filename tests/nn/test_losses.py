@@ -8,6 +8,7 @@ from lit_codec.nn.losses import (
     MultiResolutionCompressedSTFTLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
+    STOILoss,
     WaveformL1Loss,
     feature_matching_loss,
 )
@@ -258,8 +259,9 @@ def test_compressed_stft_loss_under_bf16_autocast_and_rebuilt_from_config():
         lambda: MultiScaleMelLoss(16000, window_lengths=(64, 256), n_mels=(8, 32)),
         lambda: MultiResolutionSTFTLoss((64, 256), (16, 64), (64, 256)),
         lambda: MultiResolutionCompressedSTFTLoss((64, 256), (16, 64), (64, 256)),
+        lambda: STOILoss(8000, segment=8, bands=14),
     ],
-    ids=["mel", "stft", "compressed"],
+    ids=["mel", "stft", "compressed", "stoi"],
 )
 def test_target_without_gradient_gives_the_same_loss_and_gradient(make):
     # a target that needs no gradient skips autograd; one that does goes through with y_hat
@@ -274,3 +276,77 @@ def test_target_without_gradient_gives_the_same_loss_and_gradient(make):
     torch.testing.assert_close(fast, slow)
     torch.testing.assert_close(grad_fast, grad_slow)
     assert grad_target.abs().sum() > 0  # the stacked path still differentiates the target
+
+
+def _speech_clip():
+    """A clip the repository ships (data_prep/samples/speech), at SR."""
+    from pathlib import Path
+
+    import soundfile as sf
+    import soxr
+
+    clip = (
+        Path(__file__).resolve().parents[2] / "data_prep/samples/speech/en/en_vm-newpassword.flac"
+    )
+    audio, rate = sf.read(clip)
+    return soxr.resample(audio, rate, SR) if rate != SR else audio
+
+
+def test_stoi_loss_tracks_pystoi_on_speech():
+    import numpy as np
+    from pystoi import stoi
+
+    x = _speech_clip()
+    rng = np.random.default_rng(0)
+    spectrum, freqs = np.fft.rfft(x), np.fft.rfftfreq(len(x), 1 / SR)
+    noise = rng.standard_normal(len(x)) * np.sqrt(np.mean(x**2))
+    degraded = {
+        "10 dB": x + noise / np.sqrt(10),
+        "0 dB": x + noise,
+        "-5 dB": x + noise * np.sqrt(3.16),
+        "lowpass 1 kHz": np.fft.irfft(spectrum * (freqs < 1000), len(x)),
+        "lowpass 2 kHz": np.fft.irfft(spectrum * (freqs < 2000), len(x)),
+    }
+    loss = STOILoss(SR)
+    clean = torch.tensor(x, dtype=torch.float32)[None]  # (1, T)
+    assert float(loss(clean, clean)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(0.3 * clean, clean)) == pytest.approx(0.0, abs=1e-5)  # level-blind, as STOI
+    ours = {}
+    for name, y in degraded.items():
+        ours[name] = 1 - float(loss(torch.tensor(y, dtype=torch.float32)[None], clean))
+        assert ours[name] == pytest.approx(stoi(x, y, SR), abs=0.03), name
+    assert (
+        ours["10 dB"] > ours["0 dB"] > ours["-5 dB"]
+        and ours["lowpass 2 kHz"] > ours["lowpass 1 kHz"]
+    )
+
+
+def test_stoi_loss_gradient_is_finite_on_silence_and_raises_the_score():
+    loss = STOILoss(8000, segment=8, bands=14)
+    silent = torch.zeros(2, 1, 4000, requires_grad=True)
+    value = loss(silent, torch.zeros(2, 1, 4000))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(silent.grad).all()
+    torch.manual_seed(0)
+    clean = torch.randn(2, 1, 4000) * torch.linspace(0, 1, 4000)  # a rising envelope
+    y_hat = (clean + 0.5 * torch.randn_like(clean)).requires_grad_()
+    optimizer = torch.optim.Adam([y_hat], lr=1e-2)
+    before = float(loss(y_hat, clean).detach())
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss(y_hat, clean).backward()
+        optimizer.step()
+    assert float(loss(y_hat, clean).detach()) < before - 0.02
+
+
+def test_stoi_loss_refuses_short_audio_and_bands_past_nyquist_and_rebuilds_from_config():
+    with pytest.raises(ValueError, match="at least 30 frames"):
+        STOILoss(16000)(torch.zeros(1, 4000), torch.zeros(1, 4000))
+    with pytest.raises(ValueError, match="use at most 14 bands"):
+        STOILoss(8000)
+    rebuilt = build_module(module_config(STOILoss(8000, segment=8, bands=14)))
+    assert isinstance(rebuilt, STOILoss) and rebuilt.segment == 8
+    y = torch.randn(1, 4000)
+    assert float(rebuilt(y + 0.1, y)) == pytest.approx(
+        float(STOILoss(8000, segment=8, bands=14)(y + 0.1, y))
+    )
