@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_codec.callbacks.cadence import ValidationCadence
 from lit_codec.loggers import log_audio
 
 __all__ = ["LMValidationMedia"]
@@ -52,20 +53,15 @@ class LMValidationMedia(L.Callback):
         self.check_fingerprint = check_fingerprint
         self._codec = None
         self._unusable = False
-        self._validations = 0
+        self._cadence = ValidationCadence(self.every_n_validations)
         self._active = False
         self._logged = 0
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        due = self._cadence.due(trainer)
         self._active = (
-            trainer.is_global_zero
-            and trainer.logger is not None
-            and not trainer.sanity_checking
-            and not self._unusable
-            and self._validations % self.every_n_validations == 0
+            due and trainer.is_global_zero and trainer.logger is not None and not self._unusable
         )
-        if not trainer.sanity_checking:
-            self._validations += 1
         self._logged = 0
 
     def _load(self, vocabulary):

@@ -21,6 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lit_codec.callbacks.cadence import ValidationCadence
 from lit_codec.loggers import log_audio, log_image
 
 __all__ = ["ValidationMedia", "codebook_usage_image", "spectrogram_image"]
@@ -112,19 +113,13 @@ class ValidationMedia(L.Callback):
         self.every_n_validations = max(1, every_n_validations)
         self.spectrograms = spectrograms
         self.codebook_histograms = codebook_histograms
-        self._validations = 0
+        self._cadence = ValidationCadence(self.every_n_validations)
         self._active = False
         self._logged = 0
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._active = (
-            trainer.is_global_zero
-            and trainer.logger is not None
-            and not trainer.sanity_checking
-            and self._validations % self.every_n_validations == 0
-        )
-        if not trainer.sanity_checking:
-            self._validations += 1
+        due = self._cadence.due(trainer)
+        self._active = due and trainer.is_global_zero and trainer.logger is not None
         self._logged = 0
 
     def on_validation_batch_end(

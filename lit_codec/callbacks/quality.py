@@ -28,6 +28,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from lit_codec.callbacks.cadence import ValidationCadence
+
 __all__ = ["QualityMetrics"]
 
 
@@ -69,7 +71,7 @@ class QualityMetrics(L.Callback):
         self._futures: list[tuple[str, Future]] = []
         self._labels: list[str] = []
         self._clips = 0
-        self._validations = 0
+        self._cadence = ValidationCadence(self.every_n_validations)
         self._active = False
         self.wait_seconds = 0.0
 
@@ -82,11 +84,7 @@ class QualityMetrics(L.Callback):
         return self._pool
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._active = (
-            not trainer.sanity_checking and self._validations % self.every_n_validations == 0
-        )
-        if not trainer.sanity_checking:
-            self._validations += 1
+        self._active = self._cadence.due(trainer)
         self._futures, self._clips, self._labels = [], 0, []
 
     def on_validation_batch_end(
