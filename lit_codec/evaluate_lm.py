@@ -258,7 +258,7 @@ class _Report:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    from lit_codec.metrics.functional import HIGHER_IS_BETTER
+    from lit_codec.metrics.functional import better_arrow
     from lit_codec.metrics.report import format_table
 
     h = report
@@ -276,7 +276,7 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append("- mean ± standard deviation over the clips each metric could score")
         lines.append("")
         metrics = h["metrics"]
-        arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in metrics}
+        arrows = {m: better_arrow(m) for m in metrics}
         rows = []
         for s in h["systems"]:
             cells = []

@@ -13,8 +13,10 @@ reference's rate with soxr. A constant delay is removed by cross-correlation
 
 Metric names are those of :data:`lit_codec.metrics.functional.METRICS`: ``pesq``,
 ``pesq_nb``, ``stoi``, ``estoi``, ``sisdr``, ``mel``, ``lsd``, ``visqol_speech``,
-``visqol_audio``. A pair a metric cannot score (silence, too short) shows as ``skipped``
-(``null`` in JSON) and is left out of the means.
+``visqol_audio``, and the octave levels ``level_1k``, ``level_2k``, ``level_4k``,
+``level_8k`` (dB against the reference: 0 is best, negative is too quiet, as muffled highs
+are). A pair a metric cannot score (silence, too short, an octave past Nyquist) shows as
+``skipped`` (``null`` in JSON) and is left out of the means.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRICS",
     "align",
+    "band_level",
+    "better_arrow",
     "check_metric_names",
     "is_silent",
     "log_spectral_distance",
@@ -286,6 +288,61 @@ def log_spectral_distance(
         return float(diff.square().mean(dim=0).sqrt().mean())
 
 
+def band_level(
+    reference: Any,
+    degraded: Any,
+    sample_rate: int,
+    low: float,
+    high: float,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+    dynamic_range: float = 40.0,
+) -> float | None:
+    """How loud ``degraded`` is against ``reference`` in the band ``[low, high)`` Hz, in dB:
+    0 at the right level, negative when the band comes out too quiet (muffled highs),
+    positive when too loud.
+
+    ``10 log10(sum P_deg / sum P_ref)`` of the band's STFT power (Hann window ``n_fft``, hop
+    ``hop_length``) over the frames where the reference is within ``dynamic_range`` dB of
+    its loudest frame (pauses do not count). Signals are trimmed to the shorter length.
+
+    Returns:
+        the level difference, or None where the band is not below the Nyquist frequency or
+        the reference has no energy in it.
+    """
+    import torch
+
+    from lit_codec.nn.spectral import stft_magnitude
+
+    if high > sample_rate / 2 + 1e-6:
+        return None
+    ref, deg = _same_length(_mono(reference, "reference"), _mono(degraded, "degraded"))
+    _require_finite(ref, deg)
+    if len(ref) < n_fft:
+        return None
+    with torch.inference_mode():
+        both = torch.as_tensor(np.stack([ref, deg]), dtype=torch.float32)  # (2, T)
+        power = stft_magnitude(both, n_fft, hop_length).double().square()  # (2, F, frames)
+    freqs = np.arange(power.shape[1]) * sample_rate / n_fft
+    band = torch.as_tensor((freqs >= low) & (freqs < high))
+    frame_energy = power[0].sum(dim=0)  # (frames,)
+    level = 10 * torch.log10(frame_energy.clamp_min(1e-20))
+    active = level > level.max() - dynamic_range
+    ref_band = float(power[0][band][:, active].sum())
+    deg_band = float(power[1][band][:, active].sum())
+    if ref_band <= 1e-12:
+        return None
+    return 10 * math.log10(max(deg_band, 1e-20) / ref_band)
+
+
+def _octave(low: float) -> Callable[[Any, Any, int], float | None]:
+    def level(reference: Any, degraded: Any, sample_rate: int) -> float | None:
+        return band_level(reference, degraded, sample_rate, low, 2 * low)
+
+    level.__doc__ = f"band_level of the octave {low:g}-{2 * low:g} Hz."
+    return level
+
+
 # --------------------------------------------------------------------------- ViSQOL
 _VISQOL: dict[str, VisqolApi] = {}
 
@@ -401,10 +458,15 @@ METRICS: dict[str, Callable[[Any, Any, int], float | None]] = {
     "lsd": log_spectral_distance,
     "visqol_speech": partial(visqol_score, mode="speech"),
     "visqol_audio": partial(visqol_score, mode="audio"),
+    "level_1k": _octave(1000.0),
+    "level_2k": _octave(2000.0),
+    "level_4k": _octave(4000.0),
+    "level_8k": _octave(8000.0),
 }
-"""Every metric by name: ``fn(reference, degraded, sample_rate) -> float | None``."""
+"""Every metric by name: ``fn(reference, degraded, sample_rate) -> float | None``.
+``level_<f>k`` is :func:`band_level` of the octave from ``f`` kHz (None past Nyquist)."""
 
-HIGHER_IS_BETTER: dict[str, bool] = {
+HIGHER_IS_BETTER: dict[str, bool | None] = {
     "pesq": True,
     "pesq_nb": True,
     "stoi": True,
@@ -414,7 +476,18 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "lsd": False,
     "visqol_speech": True,
     "visqol_audio": True,
+    "level_1k": None,
+    "level_2k": None,
+    "level_4k": None,
+    "level_8k": None,
 }
+"""Whether a larger value is better (True), worse (False), or 0 is best (None: levels)."""
+
+
+def better_arrow(metric: str) -> str:
+    """``↑`` (higher is better), ``↓`` (lower is better) or ``→0`` (0 is best)."""
+    better = HIGHER_IS_BETTER[metric]
+    return "→0" if better is None else "↑" if better else "↓"
 
 
 def check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:

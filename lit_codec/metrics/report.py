@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lit_codec.metrics.base import MetricSummary
-from lit_codec.metrics.functional import HIGHER_IS_BETTER
+from lit_codec.metrics.functional import better_arrow
 
 __all__ = [
     "PLOTTED_METRICS",
@@ -153,7 +153,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "mean ± standard deviation over the clips each metric could score",
         "",
     ]
-    arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in metrics}
+    arrows = {m: better_arrow(m) for m in metrics}
     rows = []
     for s in report["systems"]:
         actual = "–" if s["actual_kbps"] is None else f"{s['actual_kbps']:.2f}"
@@ -235,7 +235,7 @@ def plot_rate_distortion(report: dict[str, Any], path: str | os.PathLike) -> lis
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=names.get(family, family))
         ax.set_xlabel("bitrate (kbit/s)")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'}")
+        ax.set_title(f"{metric} {better_arrow(metric)}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path)

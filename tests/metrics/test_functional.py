@@ -14,6 +14,8 @@ from pystoi import stoi
 from lit_codec.metrics.functional import (
     METRICS,
     align,
+    band_level,
+    better_arrow,
     log_spectral_distance,
     mel_distance,
     pesq_score,
@@ -55,6 +57,10 @@ def test_registry_names():
         "lsd",
         "visqol_speech",
         "visqol_audio",
+        "level_1k",
+        "level_2k",
+        "level_4k",
+        "level_8k",
     }
 
 
@@ -156,3 +162,19 @@ def test_unscorable_inputs_give_none(speech):
     scores = score_pair(silence, silence, rate, ["pesq", "stoi", "sisdr", "mel", "lsd"])
     assert scores["pesq"] is None and scores["stoi"] is None
     assert all(math.isfinite(scores[k]) for k in ("sisdr", "mel", "lsd"))
+
+
+def test_band_levels_show_a_muffled_top_octave_and_nothing_else(speech):
+    clean, _, rate = speech
+    freqs = np.fft.rfftfreq(len(clean), 1 / rate)
+    spectrum = np.fft.rfft(clean)
+    muffled = np.fft.irfft(spectrum * np.where(freqs >= 4000, 10 ** (-6 / 20), 1.0), len(clean))
+    levels = {m: METRICS[m](clean, muffled, rate) for m in ("level_1k", "level_2k", "level_4k")}
+    assert abs(levels["level_1k"]) < 0.05 and abs(levels["level_2k"]) < 0.1
+    assert levels["level_4k"] == pytest.approx(-6.0, abs=0.2)
+    assert METRICS["level_8k"](clean, muffled, rate) is None  # 8-16 kHz is past 8 kHz Nyquist
+    assert band_level(clean, 2 * clean, rate, 300, 3000) == pytest.approx(20 * math.log10(2))
+    assert band_level(clean, np.zeros_like(clean), rate, 1000, 2000) <= -190  # silence: finite
+    assert [better_arrow(m) for m in ("pesq", "mel", "level_4k")] == ["↑", "↓", "→0"]
+    report = score_pair(clean, muffled, rate, ["level_4k", "stoi"])
+    assert report["level_4k"] == pytest.approx(levels["level_4k"]) and report["stoi"] > 0.9
