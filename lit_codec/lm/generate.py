@@ -729,7 +729,7 @@ class _LocalSteps:
         self.network, self.cache = network, state.local_cache
         self.every = network.local_context == "every"
         n_q = network.n_q
-        self.rows = list(network._local_rows.unbind(0)) if n_q > 1 else []  # (V,) per codebook
+        self.rows = list(network.local_rows_table.unbind(0)) if n_q > 1 else []  # (V,) per codebook
         self.table = network.local_embed.weight if n_q > 1 else None  # (R_l, W_l)
         self.heads = list(network.heads.unbind(0))  # n_q - 1 x (W_l, H_c)
         self.ctx: Tensor | None = None
@@ -737,7 +737,7 @@ class _LocalSteps:
 
     def start(self, context: Tensor) -> None:
         """Begin a frame from the global output ``(N, W)`` of the frame before."""
-        self.ctx = self.network._context(context[:, None])  # (N, 1, n_q or 1, W_l)
+        self.ctx = self.network.project_to_local(context[:, None])  # (N, 1, n_q or 1, W_l)
         self.cache.reset()
         self.next = 0
 

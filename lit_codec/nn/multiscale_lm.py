@@ -251,7 +251,8 @@ class MultiScaleLM(Configurable, nn.Module):
             )
             if n_q > 1:
                 local_rows = _rows(to_local[:-1], self.head_sizes[:-1])  # (n_q - 1, V)
-                self.register_buffer("_local_rows", local_rows, persistent=False)
+                # (n_q - 1, V): the local-table row of each value of codebooks 0..n_q-2
+                self.register_buffer("local_rows_table", local_rows, persistent=False)
                 # input-table row -> local-table row, for codebooks 0..n_q-2 (others: 0)
                 to_local_row = torch.zeros(self.embed.num_embeddings, dtype=torch.long)
                 to_local_row[self._rows[:-1].flatten()] = local_rows.flatten()
@@ -512,12 +513,12 @@ class MultiScaleLM(Configurable, nn.Module):
             cache.reset()
         if cache.length != codebook:
             raise ValueError(f"local_step for codebook {codebook} after {cache.length} steps")
-        ctx = self._context(context[:, None])  # (B, 1, n_q or 1, W_l)
+        ctx = self.project_to_local(context[:, None])  # (B, 1, n_q or 1, W_l)
         if codebook == 0:
             x = ctx[:, :, 0]  # (B, 1, W_l)
         else:
             flat = previous.clamp(0, self.vocab_size - 1) + (codebook - 1) * self.vocab_size
-            x = self.local_embed(self._local_rows.view(-1)[flat])[:, None]  # (B, 1, W_l)
+            x = self.local_embed(self.local_rows_table.view(-1)[flat])[:, None]  # (B, 1, W_l)
             if self.local_context == "every":
                 x = x + ctx[:, :, codebook if ctx.shape[2] > 1 else 0]
         h = self.local_stack(x, cache)[:, 0]  # (B, W_l)
@@ -655,7 +656,7 @@ class MultiScaleLM(Configurable, nn.Module):
         source = self.pattern.layout(frame)[0, :, 0].clamp(max=T1 - 2)  # (S,) frame of slot 0
         return self.embed_steps(rows, continuous[:, source], mask)  # (B, S, W)
 
-    def _context(self, g: Tensor) -> Tensor:
+    def project_to_local(self, g: Tensor) -> Tensor:
         """Global outputs ``(B, T, W)`` projected to the local width: ``(B, T, n_q or 1, W_l)``."""
         if isinstance(self.to_local, PerStepLinear):
             return torch.einsum("btw,kow->btko", g, self.to_local.weight)  # (B, T, n_q, W_l)
@@ -664,7 +665,7 @@ class MultiScaleLM(Configurable, nn.Module):
     def _local(self, g: Tensor, next_rows: Tensor) -> Tensor:
         """Teacher-forced local stack: ``(B, T, W)`` and next frames' rows -> ``(B, T, n_q, W_l)``."""
         B, T, _ = g.shape
-        ctx = self._context(g)  # (B, T, n_q or 1, W_l)
+        ctx = self.project_to_local(g)  # (B, T, n_q or 1, W_l)
         x = ctx[:, :, :1]  # (B, T, 1, W_l)
         if self.n_q > 1:
             rows = self._local_row_of[next_rows[..., :-1]]  # (B, T, n_q - 1)
