@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 # keeps file order.
 PYTEST_WORKERS ?= 2
 PYTEST_SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+PYTEST_SEED := $(PYTEST_SEED)
 PYTEST_ORDER ?= -p randomly --randomly-seed=$(PYTEST_SEED)
 
 test: $(STAMP)
