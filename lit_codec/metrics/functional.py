@@ -262,6 +262,17 @@ def mel_distance(reference: Any, degraded: Any, sample_rate: int) -> float:
         return float(_mel_loss(int(sample_rate))(d, r))
 
 
+def _power_spectra(ref: np.ndarray, deg: np.ndarray, n_fft: int, hop_length: int):
+    """Float64 STFT power of both signals (Hann window ``n_fft``): ``(2, F, frames)``."""
+    import torch
+
+    from lit_codec.nn.spectral import stft_magnitude
+
+    with torch.inference_mode():
+        both = torch.as_tensor(np.stack([ref, deg]), dtype=torch.float32)  # (2, T)
+        return stft_magnitude(both, n_fft, hop_length).double().square()  # (2, F, frames)
+
+
 def log_spectral_distance(
     reference: Any, degraded: Any, sample_rate: int, n_fft: int = 2048, hop_length: int = 512
 ) -> float:
@@ -274,18 +285,12 @@ def log_spectral_distance(
     Raises:
         ValueError: an empty signal or NaN/inf samples.
     """
-    import torch
-
-    from lit_codec.nn.spectral import stft_magnitude
-
     del sample_rate
     ref, deg = _same_length(_mono(reference, "reference"), _mono(degraded, "degraded"))
     _require_finite(ref, deg)
-    with torch.inference_mode():
-        both = torch.as_tensor(np.stack([ref, deg]), dtype=torch.float32)  # (2, T)
-        power = stft_magnitude(both, n_fft, hop_length).double().square() + 1e-10  # (2, F, frames)
-        diff = power[0].log10() - power[1].log10()  # (F, frames)
-        return float(diff.square().mean(dim=0).sqrt().mean())
+    power = _power_spectra(ref, deg, n_fft, hop_length) + 1e-10  # (2, F, frames)
+    diff = power[0].log10() - power[1].log10()  # (F, frames)
+    return float(diff.square().mean(dim=0).sqrt().mean())
 
 
 def band_level(
@@ -312,17 +317,13 @@ def band_level(
     """
     import torch
 
-    from lit_codec.nn.spectral import stft_magnitude
-
     if high > sample_rate / 2 + 1e-6:
         return None
     ref, deg = _same_length(_mono(reference, "reference"), _mono(degraded, "degraded"))
     _require_finite(ref, deg)
     if len(ref) < n_fft:
         return None
-    with torch.inference_mode():
-        both = torch.as_tensor(np.stack([ref, deg]), dtype=torch.float32)  # (2, T)
-        power = stft_magnitude(both, n_fft, hop_length).double().square()  # (2, F, frames)
+    power = _power_spectra(ref, deg, n_fft, hop_length)  # (2, F, frames)
     freqs = np.arange(power.shape[1]) * sample_rate / n_fft
     band = torch.as_tensor((freqs >= low) & (freqs < high))
     frame_energy = power[0].sum(dim=0)  # (frames,)
