@@ -6,15 +6,19 @@ A 17 M-parameter codec is 68 MB in float32; the model the package ships must be 
 - ``int4``: the weight matrices of linear and convolution layers (names ending in
   ``weight``, at least 2-D and ``min_numel`` elements): symmetric 4-bit integers with one
   float16 scale per group of ``group`` consecutive inputs of an output row (GPTQ/llama.cpp's
-  "Q4" layout without their search: round to nearest);
+  "Q4" layout); each group's scale is the one of 21 candidates, ``absmax / 7`` times 0.6 ... 1,
+  whose rounding has the smallest squared error (clipping a group's largest weights can cost
+  less than coarse steps for all the others: on the shipped speech codec this halves the
+  PESQ-WB the 4-bit weights cost against plain ``absmax / 7`` rounding);
 - ``int8``: every other floating tensor of ``min_numel`` elements or more (codebooks, their
   EMA statistics): symmetric 8-bit integers with one float16 scale per row (first dimension);
 - ``float32``: small floating tensors (biases, norms, layer scales) and every
   non-floating tensor, unchanged.
 
 :func:`unpack` returns float32 tensors of the original shapes. The error is that of
-rounding: at most half a step per element (``scale / 2``); ``bench``-free proof that it does
-not hurt the codec is the shipped model's report, measured on the unpacked weights.
+rounding: at most half a step per element (``scale / 2``) for 8 bits; for 4 bits a group's
+squared error is at most that of rounding with ``absmax / 7``. Proof that it does not hurt
+the codec is the shipped model's report, measured on the unpacked weights.
 
 Stored tensors are named ``<name>`` (unchanged), ``<name>::q4`` / ``<name>::q8`` (integers)
 and ``<name>::scale``; the metadata (JSON) says how each was stored and its shape.
@@ -31,6 +35,9 @@ from torch import Tensor
 __all__ = ["Scheme", "pack", "unpack", "packed_bytes"]
 
 Scheme = Literal["int8", "int4"]
+
+#: candidate 4-bit scales, as fractions of ``absmax / 7``
+_SCALE_FACTORS = torch.linspace(1.0, 0.6, 21).tolist()
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -49,7 +56,16 @@ def _pack_int4(t: Tensor, group: int) -> tuple[Tensor, Tensor]:
     r, c = rows.shape
     pad = (-c) % group
     rows = torch.nn.functional.pad(rows, (0, pad)).reshape(r, -1, group)  # (R, G, group)
-    scale = rows.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / 7
+    top = rows.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / 7  # (R, G, 1)
+    scale = best = None
+    for factor in _SCALE_FACTORS:  # the stored (float16) scale with the least squared error
+        candidate = (top * factor).half().float().clamp_min(1e-12)
+        err = ((torch.round(rows / candidate).clamp(-7, 7) * candidate - rows) ** 2).sum(2, True)
+        if best is None:
+            scale, best = candidate, err
+        else:
+            better = err < best  # ties keep the earlier candidate: absmax / 7 comes first
+            scale, best = torch.where(better, candidate, scale), torch.where(better, err, best)
     q = torch.round(rows / scale).clamp(-7, 7).to(torch.int16) + 8  # 1..15
     flat = q.reshape(-1)
     if flat.numel() % 2:

@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLIPS = [REPO / "data_prep/samples/speech" / p for p in (
     "en/en_vm-newpassword.flac", "es/es_vm-delete.flac", "fr/fr_confbridge-lock-extended.flac")]  # fmt: skip
 # PESQ-WB of the shipped model on CLIPS, mean, at 1.5 / 3 / 6 kbps, less a margin of about
-# 0.2 for platform differences (measured 2026-12-07: 1.91 / 2.38 / 2.93, STOI 0.932 at 6 kbps)
-FLOOR = {1.5: 1.7, 3.0: 2.15, 6.0: 2.7}
+# 0.2 for platform differences (measured 2026-12-08: 1.98 / 2.68 / 3.17, STOI 0.947 at 6 kbps;
+# the model shipped before it measured 1.91 / 2.38 / 2.93, STOI 0.932)
+FLOOR = {1.5: 1.8, 3.0: 2.45, 6.0: 2.95}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_quality_on_shipped_clips_rises_with_bitrate(codec):
     assert means[1.5] < means[3.0] < means[6.0], means
     for kbps, floor in FLOOR.items():
         assert means[kbps] >= floor, (kbps, means)
-    assert np.mean(stois) >= 0.91
+    assert np.mean(stois) >= 0.93
 
 
 def test_cli_defaults_to_the_shipped_codec(tmp_path, capsys):

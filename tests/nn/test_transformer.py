@@ -46,13 +46,14 @@ def test_causal_and_shapes(kind):
     assert (y2[:, 5:] - y[:, 5:]).abs().amax() > 1e-3
 
 
+@pytest.mark.parametrize("batch", [1, 3, 6])  # a decoding step's rows: 2-4 take weight @ x.T
 @pytest.mark.parametrize("kind", KINDS, ids=["rms-swiglu", "layer-gelu"])
-def test_cached_decoding_equals_full_forward(kind):
+def test_cached_decoding_equals_full_forward(kind, batch):
     model = tiny(**kind)
-    x = torch.randn(3, 11, 32)
+    x = torch.randn(batch, 11, 32)
     full = model(x)
     with torch.no_grad():
-        cache = model.new_cache(3, 16)
+        cache = model.new_cache(batch, 16)
         steps = [model(x[:, t : t + 1], cache) for t in range(11)]
         torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-5)
         assert cache.length == 11
@@ -61,7 +62,7 @@ def test_cached_decoding_equals_full_forward(kind):
         parts += [model(x[:, t : t + 1], cache) for t in range(7, 11)]
         torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
         with pytest.raises(ValueError, match="KV cache full"):
-            model(torch.randn(3, 6, 32), cache)
+            model(torch.randn(batch, 6, 32), cache)
 
 
 def test_weights_per_step_run_as_one_batch_and_decode_step_by_step():
