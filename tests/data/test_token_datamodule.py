@@ -67,8 +67,11 @@ def test_batches_hold_masks_of_the_chosen_tasks_within_the_budget(tokens):
     vocab = data.vocabulary
     assert vocab.hash == json.loads((tokens / "index.json").read_text())["vocab_hash"]
     assert data.templates == {t: load_templates()[t] for t in ("se", "tse")}  # from the index
-    seen = set()
-    for batch in take(data.train_dataloader(), 12):
+    seen, batches = set(), 0
+    for batch in data.train_dataloader():
+        batches += 1
+        if seen == {"se", "tse"} and batches > 12 or batches > 60:
+            break
         assert isinstance(batch, TokenBatch)
         assert len(batch) * batch.frames <= BUDGET
         seen.update(batch.tasks)
@@ -84,7 +87,9 @@ def test_batches_hold_masks_of_the_chosen_tasks_within_the_budget(tokens):
             assert batch.loss_mask[i].sum() == (len(target)) * vocab.codec.n_q + 2
             assert not (batch.condition_mask[i] & batch.loss_mask[i].any(dim=1)).any()
             assert batch.condition_mask[i].sum() > 0
-    assert seen == {"se", "tse"}  # dereverb has weight 0
+    # dereverb has weight 0; 60 batches of 2-3 sequences hold both tasks (seen once in CI: only
+    # se in the first 12, not reproduced with the same seed)
+    assert seen == {"se", "tse"}, (seen, batches)
 
 
 def test_two_ranks_get_equal_batch_counts(tokens):
