@@ -57,15 +57,11 @@ def _pack_int4(t: Tensor, group: int) -> tuple[Tensor, Tensor]:
     pad = (-c) % group
     rows = torch.nn.functional.pad(rows, (0, pad)).reshape(r, -1, group)  # (R, G, group)
     top = rows.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / 7  # (R, G, 1)
-    scale = best = None
-    for factor in _SCALE_FACTORS:  # the stored (float16) scale with the least squared error
-        candidate = (top * factor).half().float().clamp_min(1e-12)
-        err = ((torch.round(rows / candidate).clamp(-7, 7) * candidate - rows) ** 2).sum(2, True)
-        if best is None:
-            scale, best = candidate, err
-        else:
-            better = err < best  # ties keep the earlier candidate: absmax / 7 comes first
-            scale, best = torch.where(better, candidate, scale), torch.where(better, err, best)
+    factors = torch.tensor(_SCALE_FACTORS).view(-1, 1, 1, 1)  # (K, 1, 1, 1)
+    candidates = (top * factors).half().float().clamp_min(1e-12)  # (K, R, G, 1) as stored
+    err = ((torch.round(rows / candidates).clamp(-7, 7) * candidates - rows) ** 2).sum(3, True)
+    # the least squared error; ties keep the first candidate (absmax / 7 comes first)
+    scale = candidates.gather(0, err.argmin(0, keepdim=True))[0]  # (R, G, 1)
     q = torch.round(rows / scale).clamp(-7, 7).to(torch.int16) + 8  # 1..15
     flat = q.reshape(-1)
     if flat.numel() % 2:

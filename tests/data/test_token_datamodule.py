@@ -70,7 +70,7 @@ def test_batches_hold_masks_of_the_chosen_tasks_within_the_budget(tokens):
     seen, batches = set(), 0
     for batch in data.train_dataloader():
         batches += 1
-        if seen == {"se", "tse"} and batches > 12 or batches > 60:
+        if (seen == {"se", "tse"} and batches > 12) or batches > 60:
             break
         assert isinstance(batch, TokenBatch)
         assert len(batch) * batch.frames <= BUDGET
