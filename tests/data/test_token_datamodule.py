@@ -68,7 +68,7 @@ def test_batches_hold_masks_of_the_chosen_tasks_within_the_budget(tokens):
     assert vocab.hash == json.loads((tokens / "index.json").read_text())["vocab_hash"]
     assert data.templates == {t: load_templates()[t] for t in ("se", "tse")}  # from the index
     seen, batches = set(), 0
-    for batch in data.train_dataloader():
+    for batch in _endless(data):  # an epoch of these tiny shards is 2-3 batches
         batches += 1
         if (seen == {"se", "tse"} and batches > 12) or batches > 60:
             break
@@ -87,8 +87,8 @@ def test_batches_hold_masks_of_the_chosen_tasks_within_the_budget(tokens):
             assert batch.loss_mask[i].sum() == (len(target)) * vocab.codec.n_q + 2
             assert not (batch.condition_mask[i] & batch.loss_mask[i].any(dim=1)).any()
             assert batch.condition_mask[i].sum() > 0
-    # dereverb has weight 0; 60 batches of 2-3 sequences hold both tasks (seen once in CI: only
-    # se in the first 12, not reproduced with the same seed)
+    # dereverb has weight 0. Epochs of 2 batches: a test that stopped at the end of the first
+    # one saw only se in 2 of 3 clean-clone runs (about 5 draws); 60 batches hold both
     assert seen == {"se", "tse"}, (seen, batches)
 
 
